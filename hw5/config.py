@@ -1,0 +1,231 @@
+"""Run configuration: dataclasses with a comment per field, YAML loading with type checks, config_hash.
+
+`jobs/experiments.yaml` holds per-task defaults, a `smoke` overlay and named experiments that state only
+their differences. `resolve_config(name, smoke)` merges them into one typed dataclass; every problem
+(unknown experiment, unknown key, wrong type) is a single `ConfigError` naming the file and the fix.
+"""
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import hashlib
+import json
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+# The grid file ships inside the `jobs` package so an installed hw5 (e.g. in the image) still finds it.
+DEFAULT_GRID = REPO_ROOT / "jobs" / "experiments.yaml"
+
+
+class ConfigError(ValueError):
+    """A user-facing configuration problem; str() is the whole message."""
+
+
+@dataclass
+class TrainConfig:
+    """Fields shared by both tasks (the training recipe)."""
+    task: str = ""                 # "nli" or "ser"; set by the experiment
+    description: str = ""          # one line shown in tables
+    model_name: str = ""           # hub id or local directory; "tiny" builds a tiny local model (smoke)
+    cache_dir: str = ""            # HF cache dir; "" = HF_HOME / default; pre-fill it for offline nodes
+    epochs: int = 3                # passes over the training split; best epoch chosen on val
+    batch_size: int = 32           # training examples per step
+    eval_batch_size: int = 64      # examples per evaluation step (no grads, so larger)
+    lr: float = 3.0e-5             # peak AdamW learning rate for the encoder
+    head_lr: float = 0.0           # learning rate of our head; 0 = same as lr
+    weight_decay: float = 0.01     # AdamW decoupled weight decay (not on biases / norms)
+    warmup_ratio: float = 0.1      # share of steps with linear warm-up, then linear decay to 0
+    max_grad_norm: float = 1.0     # gradient clipping; 0 disables
+    head_dropout: float = 0.1      # dropout before the linear classifier
+    train_subset: int = 0          # >0: use only this many training examples (stratified), for smoke
+    eval_subset: int = 0           # >0: use only this many val/test examples (stratified), for smoke
+    precision: str = "auto"        # "auto" (bf16 autocast on CUDA, fp32 on CPU), "bf16" or "fp32"
+    num_workers: int = 0           # DataLoader worker processes (0 = main process)
+    log_every: int = 50            # steps between progress lines
+    checkpoint_every: int = 0      # steps between periodic checkpoints (0 = only at epoch ends / USR2)
+
+
+@dataclass
+class NLIConfig(TrainConfig):
+    """Persian NLI on FarsTail with a BERT encoder and our [CLS] head."""
+    task: str = "nli"
+    model_name: str = "HooshvareLab/bert-base-parsbert-uncased"  # ParsBERT v1 (uncased)
+    max_length: int = 128          # tokens per premise+hypothesis pair; longer pairs truncated (stats)
+    batching: str = "bucket"       # "bucket" (length-sorted chunks, little padding), "dynamic", "fixed"
+    normalize_text: bool = True    # unify Arabic/Persian letters and digits, ZWNJ and whitespace
+    freeze_embeddings: bool = False  # freeze the word/position/type embeddings
+    freeze_first_layers: int = 0   # freeze encoder layers 1..k (0 = none)
+    keep_layers: int = 0           # keep only the first k encoder layers (0 = all)
+    prune_heads_fraction: float = 0.0  # remove this share of heads in every layer, chosen by the seed
+
+
+@dataclass
+class SERConfig(TrainConfig):
+    """Speech emotion recognition on ShEMO with a HuBERT encoder, our pooling and head."""
+    task: str = "ser"
+    model_name: str = "facebook/hubert-base-ls960"  # HuBERT base, LibriSpeech 960 h
+    epochs: int = 10               # ShEMO is small; more passes than NLI
+    batch_size: int = 16           # clips per step
+    eval_batch_size: int = 16      # clips per evaluation step
+    lr: float = 5.0e-5             # encoder learning rate
+    head_lr: float = 1.0e-3        # our pooling + head start from scratch: larger rate
+    warmup_ratio: float = 0.1      # share of warm-up steps
+    corpus: str = "shemo"          # "shemo" (real audio under the data dir) or "synthetic" (generated)
+    synthetic_clips: int = 0       # synthetic corpus size (0 = all 3,000 names)
+    label_source: str = "filename"  # "filename" (official) or "modified" (Modified-ShEMO labels)
+    sample_rate: int = 16000       # HuBERT's input rate; audio is resampled once and cached
+    max_seconds: float = 0.0       # crop training clips longer than this (0 = keep whole clips)
+    batching: str = "dynamic"      # "dynamic" (pad to batch max), "fixed" (pad to fixed_seconds), "bucket"
+    fixed_seconds: float = 0.0     # length for fixed padding (0 = the dataset's longest clip)
+    pooling: str = "mean"          # "mean" (masked mean) or "attnstats" (attentive statistics)
+    class_weights: bool = True     # inverse-frequency weighted cross-entropy (the imbalance remedy)
+    split: str = "stratified"      # "stratified" 80/10/10 by emotion, or "speaker" (speaker-independent)
+    split_seed: int = 0            # fixed so every training seed sees the same split
+    freeze_feature_encoder: bool = True  # the CNN feature encoder never trains
+    mask_time_prob: float = 0.05   # HuBERT's SpecAugment-style time masking in training
+
+
+TASKS: dict[str, type[TrainConfig]] = {"nli": NLIConfig, "ser": SERConfig}
+# Fields that do not change results: excluded from the hash so changing them keeps runs "done".
+NON_RESULT_FIELDS = {"description", "cache_dir", "num_workers", "log_every", "checkpoint_every",
+                     "eval_batch_size"}
+
+
+@dataclass
+class GridSpec:
+    """The parsed experiments file."""
+    path: Path
+    seeds: list[int]
+    experiments: list[str]
+    raw: dict = field(repr=False, default_factory=dict)
+
+
+class _Loader(yaml.SafeLoader):
+    """SafeLoader that reads YAML 1.2 floats: `5e-5` is a float, not the string PyYAML makes of it."""
+
+
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:\d[\d_]*)?(?:\.\d*)?[eE][-+]?\d+$|^[-+]?\d[\d_]*\.\d*$|^[-+]?\.\d+$"),
+    list("-+0123456789."))
+
+
+def grid_path(path: str | os.PathLike | None = None) -> Path:
+    return Path(path or os.environ.get("HW5_EXPERIMENTS") or DEFAULT_GRID)
+
+
+def _read_yaml(path: Path) -> dict:
+    if not path.exists():
+        raise ConfigError(f"{path}: experiments file not found (pass --experiments or set HW5_EXPERIMENTS)")
+    try:
+        data = yaml.load(path.read_text(encoding="utf-8"), Loader=_Loader)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}".replace("\n", " ")) from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping with 'seeds', 'defaults', 'experiments'")
+    _check_keys(path, "top level", data, {"seeds", "defaults", "smoke", "experiments"})
+    return data
+
+
+def load_grid(path: str | os.PathLike | None = None) -> GridSpec:
+    """Parse and validate the whole experiments file (every experiment resolves)."""
+    p = grid_path(path)
+    data = _read_yaml(p)
+    seeds = data.get("seeds", [0])
+    if not isinstance(seeds, list) or not all(isinstance(s, int) and not isinstance(s, bool) for s in seeds):
+        raise ConfigError(f"{p}: 'seeds' must be a list of integers, e.g. [0, 1, 2, 3, 4]")
+    experiments = data.get("experiments") or {}
+    if not isinstance(experiments, dict) or not experiments:
+        raise ConfigError(f"{p}: 'experiments' must map experiment names to their settings")
+    grid = GridSpec(p, seeds, list(experiments), data)
+    for name in grid.experiments:
+        _resolve(grid, name, smoke=False)
+        _resolve(grid, name, smoke=True)
+    return grid
+
+
+def resolve_config(name: str, smoke: bool = False, path: str | os.PathLike | None = None) -> TrainConfig:
+    """The typed config of one experiment (defaults <- experiment <- smoke overlay)."""
+    p = grid_path(path)
+    data = _read_yaml(p)
+    return _resolve(GridSpec(p, data.get("seeds", [0]), list(data.get("experiments") or {}), data), name, smoke)
+
+
+def _resolve(grid: GridSpec, name: str, smoke: bool) -> TrainConfig:
+    experiments = grid.raw.get("experiments") or {}
+    if name not in experiments:
+        near = difflib.get_close_matches(name, list(experiments), n=1)
+        hint = f"; did you mean '{near[0]}'?" if near else ""
+        raise ConfigError(f"{grid.path}: unknown experiment '{name}'{hint} (known: {', '.join(experiments)})")
+    exp = experiments[name] or {}
+    if not isinstance(exp, dict) or exp.get("task") not in TASKS:
+        raise ConfigError(f"{grid.path}: experiment '{name}' needs 'task: nli' or 'task: ser'")
+    task = exp["task"]
+    layers = [(f"defaults.{task}", (grid.raw.get("defaults") or {}).get(task) or {}),
+              (f"experiments.{name}", exp)]
+    if smoke:
+        layers.append((f"smoke.{task}", (grid.raw.get("smoke") or {}).get(task) or {}))
+    values: dict[str, Any] = {}
+    cls = TASKS[task]
+    for where, layer in layers:
+        values.update(_typed(grid.path, where, cls, layer))
+    return _validated(grid.path, name, cls(**values))
+
+
+def _check_keys(path: Path, where: str, layer: dict, allowed: set[str]) -> None:
+    for key in layer:
+        if key not in allowed:
+            near = difflib.get_close_matches(str(key), sorted(allowed), n=1)
+            hint = f"; did you mean '{near[0]}'?" if near else ""
+            raise ConfigError(f"{path}: unknown key '{key}' in {where}{hint}")
+
+
+def _typed(path: Path, where: str, cls: type, layer: Any) -> dict:
+    if not isinstance(layer, dict):
+        raise ConfigError(f"{path}: {where} must be a mapping of field: value")
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    _check_keys(path, where, layer, set(fields))
+    out = {}
+    for key, value in layer.items():
+        want = {"int": int, "float": float, "str": str, "bool": bool}[fields[key].type]
+        if want is float and isinstance(value, int) and not isinstance(value, bool):
+            value = float(value)
+        if not isinstance(value, want) or (want is int and isinstance(value, bool)):
+            raise ConfigError(f"{path}: {where}.{key} must be {want.__name__}, got {type(value).__name__} "
+                              f"{value!r} (write numbers unquoted, e.g. 5.0e-5; booleans as true/false)")
+        out[key] = value
+    return out
+
+
+_CHOICES = {"batching": {"bucket", "dynamic", "fixed"}, "precision": {"auto", "bf16", "fp32"},
+            "pooling": {"mean", "attnstats"}, "split": {"stratified", "speaker"},
+            "label_source": {"filename", "modified"}, "corpus": {"shemo", "synthetic"}}
+
+
+def _validated(path: Path, name: str, cfg: TrainConfig) -> TrainConfig:
+    for key, allowed in _CHOICES.items():
+        value = getattr(cfg, key, None)
+        if value is not None and value not in allowed:
+            raise ConfigError(f"{path}: {name}.{key} is '{value}', expected one of {sorted(allowed)}")
+    if cfg.epochs < 1 or cfg.batch_size < 1:
+        raise ConfigError(f"{path}: {name}: epochs and batch_size must be >= 1")
+    if isinstance(cfg, NLIConfig) and not 0.0 <= cfg.prune_heads_fraction < 1.0:
+        raise ConfigError(f"{path}: {name}.prune_heads_fraction must be in [0, 1)")
+    return cfg
+
+
+def config_dict(cfg: TrainConfig) -> dict:
+    return dataclasses.asdict(cfg)
+
+
+def config_hash(cfg: TrainConfig | dict) -> str:
+    """First 8 hex of sha1 over the sorted resolved config, without fields that don't change results."""
+    d = cfg if isinstance(cfg, dict) else config_dict(cfg)
+    d = {k: v for k, v in d.items() if k not in NON_RESULT_FIELDS}
+    return hashlib.sha1(json.dumps(d, sort_keys=True).encode()).hexdigest()[:8]

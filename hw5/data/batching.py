@@ -1,0 +1,44 @@
+"""Which examples go into which batch: dynamic, fixed or length-bucketed, reproducible per (seed, epoch).
+
+The order of an epoch is a pure function of (seed, epoch), so a run resumed mid-epoch replays exactly
+the batches it had not seen yet.
+"""
+from __future__ import annotations
+
+import torch
+
+BUCKET_CHUNK = 64   # batches per sorting chunk: big enough to group lengths, small enough to stay random
+
+
+def epoch_generator(seed: int, epoch: int) -> torch.Generator:
+    return torch.Generator().manual_seed(seed * 1_000_003 + epoch)
+
+
+def train_batches(lengths: list[int], batch_size: int, mode: str, seed: int, epoch: int) -> list[list[int]]:
+    """Shuffled batches of indices; "bucket" sorts each chunk of 64 batches by length first."""
+    gen = epoch_generator(seed, epoch)
+    perm = torch.randperm(len(lengths), generator=gen).tolist()
+    if mode != "bucket":
+        return [perm[i:i + batch_size] for i in range(0, len(perm), batch_size)]
+    chunk = batch_size * BUCKET_CHUNK
+    batches = []
+    for start in range(0, len(perm), chunk):
+        part = sorted(perm[start:start + chunk], key=lambda j: lengths[j])
+        batches += [part[i:i + batch_size] for i in range(0, len(part), batch_size)]
+    order = torch.randperm(len(batches), generator=gen).tolist()
+    return [batches[i] for i in order]
+
+
+def eval_batches(lengths: list[int], batch_size: int, mode: str) -> list[list[int]]:
+    """Deterministic evaluation batches; length-sorted unless fixed padding is being measured."""
+    order = list(range(len(lengths)))
+    if mode != "fixed":
+        order.sort(key=lambda j: lengths[j])
+    return [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
+
+
+def pad_2d(rows: list[list[int]], width: int, value: int = 0) -> torch.Tensor:
+    out = torch.full((len(rows), width), value, dtype=torch.long)
+    for i, row in enumerate(rows):
+        out[i, :len(row)] = torch.tensor(row[:width], dtype=torch.long)
+    return out

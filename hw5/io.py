@@ -1,0 +1,108 @@
+"""Atomic writes, environment paths and provenance (git sha, versions, device, SLURM ids)."""
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import platform
+import socket
+import subprocess
+import tempfile
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Iterator
+
+from hw5.config import REPO_ROOT
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temp path beside `path`; it replaces `path` only if the block finishes."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        yield Path(tmp)
+        with open(tmp, "rb") as fh:
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+
+
+def write_json_atomic(path: str | os.PathLike, obj: Any) -> Path:
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(obj, indent=2, ensure_ascii=False, default=_jsonable) + "\n",
+                       encoding="utf-8")
+    return Path(path)
+
+
+def write_text_atomic(path: str | os.PathLike, text: str) -> Path:
+    with atomic_path(path) as tmp:
+        tmp.write_text(text, encoding="utf-8")
+    return Path(path)
+
+
+def _jsonable(obj: Any) -> Any:
+    if hasattr(obj, "tolist"):          # numpy arrays and scalars, torch tensors
+        return obj.tolist()
+    if isinstance(obj, Path):
+        return str(obj)
+    raise TypeError(f"not JSON serializable: {type(obj).__name__}")
+
+
+def data_dir(override: str | os.PathLike | None = None) -> Path:
+    """Where datasets live: --data-dir, else $HW5_DATA_DIR, else ./data."""
+    return Path(override or os.environ.get("HW5_DATA_DIR") or "data").expanduser()
+
+
+def cache_dir() -> Path:
+    """Where built artefacts live (tiny models, decoded audio, synthetic corpus): $HW5_CACHE_DIR or ./cache."""
+    return Path(os.environ.get("HW5_CACHE_DIR") or "cache").expanduser()
+
+
+def checkpoint_root(override: str | os.PathLike | None = None) -> Path:
+    return Path(override or os.environ.get("HW5_CHECKPOINT_DIR") or "checkpoints").expanduser()
+
+
+def git_sha() -> tuple[str | None, bool | None]:
+    """(sha, dirty) of the source tree; the image passes HW5_GIT_SHA since it has no .git."""
+    if os.environ.get("HW5_GIT_SHA"):
+        return os.environ["HW5_GIT_SHA"], None
+    try:
+        sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO_ROOT, capture_output=True,
+                             text=True, timeout=10, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=REPO_ROOT,
+                               capture_output=True, text=True, timeout=10).stdout.strip() != ""
+        return sha, dirty
+    except (OSError, subprocess.SubprocessError):
+        return None, None
+
+
+def package_versions() -> dict[str, str]:
+    from importlib.metadata import PackageNotFoundError, version
+    out = {"python": platform.python_version()}
+    for name in ("torch", "transformers", "tokenizers", "numpy", "scikit-learn", "soundfile", "soxr"):
+        try:
+            out[name] = version(name)
+        except PackageNotFoundError:
+            pass
+    return out
+
+
+def slurm_ids() -> dict[str, str | None]:
+    keys = {"slurm_job_id": "SLURM_JOB_ID", "slurm_array_job_id": "SLURM_ARRAY_JOB_ID",
+            "slurm_array_task_id": "SLURM_ARRAY_TASK_ID", "slurm_restart_count": "SLURM_RESTART_COUNT"}
+    return {k: os.environ.get(v) for k, v in keys.items()}
+
+
+def provenance(device: str) -> dict:
+    sha, dirty = git_sha()
+    return {"git_sha": sha, "git_dirty": dirty, "versions": package_versions(), "device": device,
+            "host": socket.gethostname(), **slurm_ids(), "started": now_iso()}
+
+
+def now_iso() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")

@@ -1,0 +1,58 @@
+"""NLI model: a pretrained BERT encoder (AutoModel) + our dropout/linear head on the [CLS] vector."""
+from __future__ import annotations
+
+import os
+
+import torch
+from torch import nn
+
+from hw5.config import NLIConfig
+from hw5.models.surgery import encoder_layers, freeze_layers, keep_first_layers, prune_heads, random_heads
+
+
+class NLIClassifier(nn.Module):
+    def __init__(self, encoder: nn.Module, num_labels: int, dropout: float):
+        super().__init__()
+        self.encoder = encoder
+        self.dropout = nn.Dropout(dropout)
+        self.head = nn.Linear(encoder.config.hidden_size, num_labels)
+
+    def forward(self, input_ids, attention_mask, token_type_ids) -> torch.Tensor:
+        hidden = self.encoder(input_ids=input_ids, attention_mask=attention_mask,
+                              token_type_ids=token_type_ids).last_hidden_state
+        return self.head(self.dropout(hidden[:, 0]))
+
+
+def hub_kwargs(cfg) -> dict:
+    """from_pretrained kwargs: the cache dir and offline mode (compute nodes have no internet)."""
+    kwargs = {"cache_dir": cfg.cache_dir or None}
+    if os.environ.get("HF_HUB_OFFLINE") == "1":
+        kwargs["local_files_only"] = True
+    return kwargs
+
+
+def load_tokenizer(path: str, cfg: NLIConfig):
+    from transformers import AutoTokenizer
+    return AutoTokenizer.from_pretrained(path, **hub_kwargs(cfg))
+
+
+def build_nli_model(path: str, cfg: NLIConfig, num_labels: int, seed: int) -> tuple[NLIClassifier, dict]:
+    """Encoder from `path` (hub id or directory) with the experiment's variant applied.
+
+    Returns the model and a record of what the variant did (kept in metrics.json).
+    """
+    from transformers import AutoModel
+    encoder = AutoModel.from_pretrained(path, add_pooling_layer=False, **hub_kwargs(cfg))
+    variant: dict = {}
+    if cfg.keep_layers:
+        keep_first_layers(encoder, cfg.keep_layers)
+        variant["kept_layers"] = cfg.keep_layers
+    if cfg.prune_heads_fraction:
+        heads = random_heads(len(encoder_layers(encoder)), encoder.config.num_attention_heads,
+                             cfg.prune_heads_fraction, seed)
+        prune_heads(encoder, heads)
+        variant["removed_heads"] = {str(k): v for k, v in heads.items()}
+    if cfg.freeze_first_layers or cfg.freeze_embeddings:
+        freeze_layers(encoder, cfg.freeze_first_layers, embeddings=cfg.freeze_embeddings)
+        variant["frozen"] = {"embeddings": cfg.freeze_embeddings, "first_layers": cfg.freeze_first_layers}
+    return NLIClassifier(encoder, num_labels, cfg.head_dropout), variant

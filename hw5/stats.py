@@ -1,0 +1,76 @@
+"""Dataset statistics: tables (Markdown + CSV) and plots (PNG) under results/stats/."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from hw5.config import resolve_config
+from hw5.data.farstail import CLASSES, read_split, SPLITS, ensure_farstail, normalization_report
+from hw5.io import write_text_atomic
+
+TRUNCATION_LENGTHS = (64, 96, 128, 256, 512)
+
+
+def write_table(df: pd.DataFrame, out_dir: Path, name: str, title: str) -> None:
+    write_text_atomic(out_dir / f"{name}.csv", df.to_csv(index=False))
+    write_text_atomic(out_dir / f"{name}.md", f"### {title}\n\n{df.to_markdown(index=False, floatfmt='.4g')}\n")
+
+
+def describe_lengths(lengths: dict[str, np.ndarray]) -> pd.DataFrame:
+    rows = [{"text": name, "mean": v.mean(), "median": np.median(v), "p95": np.percentile(v, 95),
+             "p99": np.percentile(v, 99), "max": int(v.max())} for name, v in lengths.items()]
+    return pd.DataFrame(rows)
+
+
+def nli_stats(data_dir: Path, out_dir: Path, smoke: bool = False) -> list[Path]:
+    """FarsTail: rows and classes per split, token lengths, truncation shares, normalization counts."""
+    from hw5.nli import load_tokenizer, model_path
+    cfg = resolve_config("nli-full", smoke)
+    ensure_farstail(data_dir)
+    raw = {s: read_split(data_dir, s, normalize=False) for s in SPLITS}
+    splits = {s: read_split(data_dir, s, normalize=True) for s in SPLITS}
+    tokenizer = load_tokenizer(model_path(cfg, splits), cfg)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    counts = pd.DataFrame([{"split": s, "rows": len(p), **{c: sum(x.label == i for x in p)
+                                                          for i, c in enumerate(CLASSES)}}
+                           for s, p in splits.items()])
+    write_table(counts, out_dir, "nli_classes", "FarsTail: rows and class distribution per split")
+    lengths = _token_lengths(tokenizer, splits["train"])
+    write_table(describe_lengths(lengths), out_dir, "nli_lengths",
+                f"FarsTail train: lengths in tokens ({Path(cfg.model_name).name} tokenizer)")
+    pair = lengths["pair"]
+    trunc = pd.DataFrame([{"max_length": m, "pairs_truncated": int((pair > m).sum()),
+                           "share_truncated": float((pair > m).mean())} for m in TRUNCATION_LENGTHS])
+    write_table(trunc, out_dir, "nli_truncation", "FarsTail train: share of pairs a max_length truncates")
+    texts = [t for p in sum(raw.values(), []) for t in (p.premise, p.hypothesis)]
+    norm = pd.DataFrame([{"rule": k, "texts_changed": v, "share": v / len(texts)}
+                         for k, v in normalization_report(texts).items()])
+    write_table(norm, out_dir, "nli_normalization",
+                f"Persian normalization: texts each rule changes (of {len(texts):,} premises + hypotheses)")
+    _plot_lengths(lengths, cfg.max_length, out_dir / "nli_lengths.png")
+    return sorted(out_dir.glob("nli_*"))
+
+
+def _token_lengths(tokenizer, pairs) -> dict[str, np.ndarray]:
+    premise = tokenizer([p.premise for p in pairs], add_special_tokens=False)["input_ids"]
+    hypothesis = tokenizer([p.hypothesis for p in pairs], add_special_tokens=False)["input_ids"]
+    both = tokenizer([p.premise for p in pairs], [p.hypothesis for p in pairs])["input_ids"]
+    return {name: np.array([len(x) for x in ids]) for name, ids in
+            (("premise", premise), ("hypothesis", hypothesis), ("pair", both))}
+
+
+def _plot_lengths(lengths: dict[str, np.ndarray], max_length: int, path: Path) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for name, v in lengths.items():
+        ax.hist(v, bins=60, alpha=0.5, label=name)
+    ax.axvline(max_length, color="k", linestyle="--", label=f"max_length {max_length}")
+    ax.set(xlabel="length (tokens)", ylabel="examples", title="FarsTail train: token lengths")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)

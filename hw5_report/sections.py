@@ -1,0 +1,230 @@
+"""The report's sections; each writes its tables / plots and returns the blocks that show them."""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+
+from . import plots
+from .document import Image, Markdown, demote_headings, rebase_links, relative
+from .numbers import COMPARED, comparison_frame, per_class_frame, summary_frame
+from .runs import BASELINES, Collection, Run
+from .tables import (comparison_markdown, config_markdown, hyperparameter_markdown, per_class_markdown,
+                     resource_markdown, resource_summary, status_frame, status_markdown, summary_markdown,
+                     write_table)
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+IMAGE_LINE = re.compile(r"^\s*!\[([^\]]*)\]\(([^)\s:]+)\)\s*$")  # a line holding one relative image link
+METHOD_DOC = REPO_ROOT / "docs" / "method.md"
+PADDING_PAIR = {"ser-mean": "dynamic", "ser-fixedpad": "fixed"}  # otherwise the same recipe
+IMBALANCE_PAIR = ("ser-mean", "ser-noweight")   # class-weighted vs plain cross-entropy
+UNITS = {"nli": "tokens", "ser": "audio-seconds"}  # what throughput.units_per_s counts
+TASK_TITLES = {"nli": "Persian NLI (ParsBERT on FarsTail)", "ser": "Speech emotion recognition (HuBERT on ShEMO)"}
+
+
+@dataclass
+class Outputs:
+    """Where the generated files go, and which plots this pass wrote (older ones are removed)."""
+    results: Path
+    plots_written: list[Path] = field(default_factory=list)
+
+    @property
+    def tables(self) -> Path:
+        return self.results / "tables"
+
+    @property
+    def plots(self) -> Path:
+        return self.results / "plots"
+
+    def figure(self, path: Path | None, caption: str) -> list:
+        if path is None:
+            return []
+        self.plots_written.append(path)
+        return [Image(path, caption)]
+
+    def link(self, path: Path, text: str) -> str:
+        return f"[{text}]({relative(path, self.results)})"
+
+
+def header(collection: Collection, runs: pd.DataFrame) -> list:
+    expected = len(collection.grid.tasks) * len(collection.grid.seeds)
+    done = [r for r in collection.runs.values() if r.status == "done"]
+    provenance = [r.metrics.get("provenance") or {} for r in done]
+    finished = max((str(p.get("finished")) for p in provenance if p.get("finished")), default="–")
+    shas = sorted({f"{p.get('git_sha') or 'unknown'}{' (dirty)' if p.get('git_dirty') else ''}" for p in provenance})
+    devices = sorted({str(p.get("device") or "unknown") for p in provenance})
+    lines = [
+        "# HW5 study report: Persian NLI and speech emotion recognition", "",
+        "Built by `python aggregate.py` from the `metrics.json` of every run under this folder; no number "
+        "here is typed by hand.", "",
+        f"- Runs used: **{len(done)} of {expected}** expected ({len(collection.grid.tasks)} experiments × "
+        f"seeds {', '.join(map(str, collection.grid.seeds)) or '–'}; grid from {collection.grid.source}).",
+        f"- Latest run finished: {finished}. Code version(s): {', '.join(shas) or '–'}. "
+        f"Device(s): {', '.join(devices) or '–'}.",
+        "- Every number is mean ± sample std (ddof = 1) over the seeds used (n); '–' where n = 1. Stale, "
+        "partial and corrupt runs are never averaged.",
+    ]
+    if any(r.metrics.get("smoke") for r in done):
+        lines += ["", "> **Smoke runs.** Some runs used tiny models on tiny data (`smoke: true`): their numbers "
+                  "test the pipeline and say nothing about the study."]
+    return [Markdown("\n".join(lines))]
+
+
+def status_section(collection: Collection, outputs: Outputs) -> list:
+    write_table(outputs.tables, "status", status_frame(collection), status_markdown(collection))
+    blocks = [Markdown("## Run status\n\n" + (status_markdown(collection) if collection.runs
+                                              else "No runs found and none expected (no experiments file)."))]
+    # corrupt and stale runs one by one (each has its own reason); the rest grouped per experiment
+    lines = [f"- `{r.experiment}` seed {r.seed}: **{r.status}** – {r.problem} (`{relative(r.path, outputs.results)}`)"
+             for r in collection.with_status("corrupt", "stale")]
+    for status in ("partial", "missing", "ignored"):
+        by_experiment: dict[str, list[Run]] = {}
+        for run in collection.with_status(status):
+            by_experiment.setdefault(run.experiment, []).append(run)
+        lines += [f"- `{e}` seed{'s' if len(rs) > 1 else ''} {', '.join(str(r.seed) for r in rs)}: "
+                  f"**{status}** – {rs[0].problem}" for e, rs in by_experiment.items()]
+    blocks.append(Markdown("Not averaged:\n\n" + "\n".join(lines) if lines
+                           else "Every expected run is done and consistent."))
+    return blocks
+
+
+def method_section(path: Path = METHOD_DOC) -> list:
+    if not path.is_file():
+        return [Markdown(f"## Method\n\n(The method notes `{path.name}` were not found next to the code.)")]
+    text = demote_headings(path.read_text(encoding="utf-8"))
+    return [Markdown(text if text.lstrip().startswith("## ") else "## Method\n\n" + text)]
+
+
+def stats_section(outputs: Outputs) -> list:
+    """Inline every results/stats/*.md and show every PNG there, each once."""
+    folder = outputs.results / "stats"
+    documents = sorted(folder.glob("*.md")) if folder.is_dir() else []
+    images = sorted(folder.glob("*.png")) if folder.is_dir() else []
+    blocks = [Markdown("## Data statistics")]
+    if not documents and not images:
+        return blocks + [Markdown("No dataset statistics found under `stats/` (run `hw5 stats` to make them).")]
+    shown: set[Path] = set()
+    for document in documents:
+        blocks += split_images(document.read_text(encoding="utf-8"), folder, shown)
+    return blocks + [Image(p, f"dataset statistics: {p.stem}") for p in images if p.resolve() not in shown]
+
+
+def split_images(text: str, folder: Path, shown: set[Path]) -> list:
+    """A stats document as blocks: a line that is only a local PNG becomes a figure (so the notebook
+    embeds it); other links are rebased from stats/ to the report's folder."""
+    blocks, pending = [], []
+    for line in demote_headings(text, 2).splitlines():
+        match = IMAGE_LINE.match(line)
+        target = folder / match.group(2) if match else None
+        if target is not None and target.suffix == ".png" and target.is_file():
+            blocks.append(Markdown(rebase_links("\n".join(pending), "stats/")))
+            blocks.append(Image(target, match.group(1) or target.stem))
+            shown.add(target.resolve())
+            pending = []
+        else:
+            pending.append(line)
+    blocks.append(Markdown(rebase_links("\n".join(pending), "stats/")))
+    return [b for b in blocks if not isinstance(b, Markdown) or b.text.strip()]
+
+
+def hyperparameter_section(collection: Collection) -> list:
+    blocks = [Markdown("## Hyper-parameters")]
+    for task in ("nli", "ser"):
+        if collection.experiments(task):
+            blocks.append(Markdown(f"### {TASK_TITLES[task]}\n\n{hyperparameter_markdown(collection, task)}"))
+            differences = config_markdown(collection, task)
+            if differences:
+                blocks.append(Markdown("Resolved-config fields that differ between these experiments:\n\n"
+                                       + differences))
+    return blocks
+
+
+def task_section(collection: Collection, task: str, runs: pd.DataFrame, outputs: Outputs) -> list:
+    """Summary, comparison to the baseline, cost, metric bars, curves and confusion matrices of one task."""
+    experiments = collection.experiments(task)
+    if not experiments:
+        return []
+    summary = summary_frame(collection, runs, experiments)
+    table = summary_markdown(summary, task)
+    write_table(outputs.tables, f"{task}_summary", summary, table)
+    blocks = [Markdown(f"## Results: {TASK_TITLES.get(task, task)}\n\nTest-split metrics "
+                       f"({outputs.link(outputs.tables / f'{task}_summary.csv', 'CSV')}):\n\n{table}")]
+    blocks += _comparison_blocks(collection, task, runs, experiments, outputs)
+    cost = resource_summary(collection, experiments)
+    write_table(outputs.tables, f"{task}_cost", cost, resource_markdown(cost, UNITS.get(task, "units")))
+    blocks.append(Markdown("### Cost\n\nPadding share and seconds are means over epochs of each run's "
+                           "history; peak memory is the largest epoch value.\n\n"
+                           + resource_markdown(cost, UNITS.get(task, "units"))))
+    keys = COMPARED.get(task, ("accuracy",))
+    blocks += outputs.figure(plots.plot_metric_bars(task, summary, keys, outputs.plots / f"{task}_metrics.png"),
+                             f"{task} test metrics per experiment")
+    if task == "ser":
+        blocks += ser_section(collection, outputs)
+    blocks.append(Markdown("### Learning curves and confusion matrices"))
+    for experiment in experiments:
+        done = collection.done(experiment)
+        blocks += outputs.figure(plots.plot_curves(experiment, done, outputs.plots / f"{experiment}_curves.png"),
+                                 f"{experiment} learning curves")
+        blocks += outputs.figure(plots.plot_confusion(experiment, done,
+                                                      outputs.plots / f"{experiment}_confusion.png"),
+                                 f"{experiment} confusion matrices")
+    return blocks
+
+
+def _comparison_blocks(collection, task, runs, experiments, outputs) -> list:
+    baseline = BASELINES.get(task)
+    if baseline not in experiments:
+        return [Markdown(f"No comparison: the baseline `{baseline}` is not among the experiments.")]
+    comparison = comparison_frame(runs, experiments, baseline, COMPARED[task])
+    table = comparison_markdown(comparison, task)
+    write_table(outputs.tables, f"{task}_vs_baseline", comparison, table)
+    return [Markdown(f"### Against the baseline `{baseline}`\n\nΔ = variant − baseline on the same seed, averaged "
+                     "over the seeds both have, with a 95% t-interval over those pairs. `*` marks an interval "
+                     "that excludes 0: a difference larger than seed-to-seed noise. One pair gives no interval."
+                     f"\n\n{table}")]
+
+
+def ser_section(collection: Collection, outputs: Outputs) -> list:
+    """Per-class recall with and without the imbalance remedy; dynamic vs fixed padding."""
+    blocks = [Markdown("### Imbalance remedy: per-class recall\n\n"
+                       f"`{IMBALANCE_PAIR[0]}` trains with class-weighted cross-entropy, "
+                       f"`{IMBALANCE_PAIR[1]}` without weights.")]
+    frames = {e: per_class_frame(collection.done(e)) for e in IMBALANCE_PAIR if e in collection.grid.tasks}
+    blocks += outputs.figure(plots.plot_class_recall(frames, outputs.plots / "ser_class_recall.png"),
+                             "SER per-class recall with and without class weights") or \
+        [Markdown("No finished runs of these two experiments yet.")]
+    dynamic, fixed = PADDING_PAIR
+    padding = resource_summary(collection, [e for e in PADDING_PAIR if e in collection.grid.tasks])
+    write_table(outputs.tables, "ser_padding", padding, resource_markdown(padding, UNITS["ser"]))
+    blocks.append(Markdown(f"### Dynamic vs fixed padding\n\n`{dynamic}` pads each batch to its longest "
+                           f"clip, `{fixed}` pads every clip to one fixed length.\n\n"
+                           + resource_markdown(padding, UNITS["ser"])))
+    blocks += outputs.figure(plots.plot_resources(padding, PADDING_PAIR, outputs.plots / "ser_padding.png"),
+                             "SER padding share, epoch time and memory, dynamic vs fixed padding")
+    return blocks
+
+
+def overall_section(collection: Collection, runs: pd.DataFrame, outputs: Outputs) -> list:
+    summary = summary_frame(collection, runs, collection.experiments())
+    table = summary_markdown(summary, None)
+    write_table(outputs.tables, "summary", summary, table)
+    write_table(outputs.tables, "runs", runs)
+    return [Markdown("## All experiments\n\n" + (table if len(summary) else "No experiments.") +
+                     f"\nPer-run values: {outputs.link(outputs.tables / 'runs.csv', 'runs.csv')}; "
+                     f"summary: {outputs.link(outputs.tables / 'summary.csv', 'summary.csv')}.")]
+
+
+def reports_appendix(collection: Collection) -> list:
+    """Per-class mean ± std per experiment, and the classification report of its lowest seed."""
+    blocks = [Markdown("## Appendix: classification reports (test split)")]
+    for experiment in collection.experiments():
+        done = collection.done(experiment)
+        if not done:
+            continue
+        report = str(done[0].metrics["test"].get("report") or "(no report in metrics.json)").rstrip()
+        blocks.append(Markdown(f"### {experiment}\n\nPer class over {len(done)} seed(s):\n\n"
+                               f"{per_class_markdown(done)}\nscikit-learn report, seed {done[0].seed}:\n\n"
+                               f"```text\n{report}\n```"))
+    return blocks

@@ -1,0 +1,191 @@
+"""Cluster profiles (slurm/profiles/<name>.yaml) -> submitit executor settings.
+
+A profile says where jobs go (partition, account, QOS), what they get (GPUs, CPUs, memory, time),
+how many array tasks run at once, and how the project is importable on the node: the launcher's own
+venv python, a pyxis container (`srun --container-image`) or `apptainer exec --nv`. Every key is
+checked here; a typo is one error naming the file, the key and the fix.
+"""
+from __future__ import annotations
+
+import copy
+import difflib
+import shlex
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+PROFILE_DIR = REPO_ROOT / "slurm" / "profiles"
+
+# The schema: every key a profile may set, with its default (the comments live in the profile files).
+DEFAULTS: dict[str, Any] = {
+    "slurm": {"partition": None, "account": None, "qos": None, "gpus_per_node": 0, "cpus_per_task": 1,
+              "mem_gb": 4.0, "timeout_min": 60, "signal_delay_s": 90, "array_parallelism": 16,
+              "max_num_timeout": 3, "constraint": None, "setup": [], "additional_parameters": {}},
+    "container": {"kind": "none", "image": None, "mounts": [], "workdir": None, "python": None,
+                  "extra_args": []},
+    "python": None,
+    "env": {},
+    "local": {"max_parallel": 2, "timeout_min": 120},
+}
+# Allowed types per key (None is allowed where the default is None).
+TYPES: dict[str, Any] = {
+    "partition": str, "account": str, "qos": str, "gpus_per_node": int, "cpus_per_task": int,
+    "mem_gb": (int, float), "timeout_min": int, "signal_delay_s": int, "array_parallelism": int,
+    "max_num_timeout": int, "constraint": str, "setup": list, "additional_parameters": dict,
+    "kind": str, "image": str, "mounts": list, "workdir": str, "extra_args": list,
+    "python": str, "env": dict, "max_parallel": int,
+}
+CONTAINER_KINDS = ("none", "pyxis", "apptainer")
+
+
+class ProfileError(ValueError):
+    """A user-facing profile problem; str() is the whole message."""
+
+
+@dataclass
+class Profile:
+    name: str
+    path: Path
+    slurm: dict
+    container: dict
+    python: str | None
+    env: dict
+    local: dict
+
+
+def available_profiles() -> list[str]:
+    return sorted(p.stem for p in PROFILE_DIR.glob("*.yaml"))
+
+
+def profile_path(name_or_path: str) -> Path:
+    """A profile name (slurm/profiles/<name>.yaml) or a path to a YAML file."""
+    candidate = Path(name_or_path)
+    if candidate.suffix in (".yaml", ".yml") or candidate.exists():
+        return candidate
+    return PROFILE_DIR / f"{name_or_path}.yaml"
+
+
+def load_profile(name_or_path: str) -> Profile:
+    path = profile_path(name_or_path)
+    if not path.is_file():
+        raise ProfileError(f"{path}: no such cluster profile (available: {', '.join(available_profiles())}; "
+                           "or pass --profile path/to/profile.yaml)")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as exc:
+        raise ProfileError(f"{path}: not valid YAML: {exc}".replace("\n", " ")) from None
+    merged = _merge(path, "", copy.deepcopy(DEFAULTS), data)
+    kind = merged["container"]["kind"]
+    if kind not in CONTAINER_KINDS:
+        raise ProfileError(f"{path}: container.kind is '{kind}', expected one of {', '.join(CONTAINER_KINDS)}")
+    if kind != "none" and not merged["container"]["image"]:
+        raise ProfileError(f"{path}: container.kind '{kind}' needs container.image (an image file or URI)")
+    for key in ("timeout_min", "cpus_per_task", "array_parallelism"):
+        if merged["slurm"][key] < 1:
+            raise ProfileError(f"{path}: slurm.{key} must be >= 1")
+    if merged["local"]["max_parallel"] < 1:
+        raise ProfileError(f"{path}: local.max_parallel must be >= 1")
+    return Profile(name=path.stem, path=path, **merged)
+
+
+def _merge(path: Path, where: str, defaults: dict, data: Any) -> dict:
+    if not isinstance(data, dict):
+        raise ProfileError(f"{path}: {where or 'the file'} must be a mapping of key: value")
+    for key, value in data.items():
+        here = f"{where}{key}"
+        if key not in defaults:
+            near = difflib.get_close_matches(str(key), list(defaults), n=1)
+            hint = f"; did you mean '{where}{near[0]}'?" if near else ""
+            raise ProfileError(f"{path}: unknown key '{here}'{hint} (see slurm/profiles/local.yaml)")
+        if isinstance(defaults[key], dict) and key not in ("env", "additional_parameters"):
+            defaults[key] = _merge(path, f"{here}.", defaults[key], value or {})
+            continue
+        want = TYPES[key]
+        if value is not None and (not isinstance(value, want) or isinstance(value, bool) and want is int):
+            name = want.__name__ if isinstance(want, type) else "number"
+            raise ProfileError(f"{path}: {here} must be {name}, got {value!r}")
+        defaults[key] = value if value is not None else defaults[key]
+    return defaults
+
+
+def job_environment(profile: Profile, repo_root: Path) -> dict[str, str]:
+    """Variables every job exports: the repo importable, plus the profile's env (e.g. hub offline)."""
+    env = {"PYTHONPATH": f"{repo_root}${{PYTHONPATH:+:$PYTHONPATH}}"}
+    env.update({str(k): str(v) for k, v in profile.env.items()})
+    return env
+
+
+def setup_lines(profile: Profile, repo_root: Path) -> list[str]:
+    """Shell lines run before the job's python starts (in sbatch, or the local executor's shell)."""
+    lines = [str(line) for line in profile.slurm["setup"]]
+    for key, value in job_environment(profile, repo_root).items():
+        # PYTHONPATH keeps its ${...} expansion; profile values are quoted literally
+        rhs = value if key == "PYTHONPATH" else shlex.quote(value)
+        lines.append(f"export {key}={rhs}")
+    return lines
+
+
+def container_mounts(profile: Profile, paths: list[Path]) -> list[str]:
+    """host:container bind mounts: the repo and results at the same path, plus the profile's."""
+    resolved = list(dict.fromkeys(p.resolve() for p in paths))
+    # a folder inside another one (results/ in the checkout) is visible through its parent's mount
+    outer = [p for p in resolved if not any(q != p and q in p.parents for q in resolved)]
+    return [f"{p}:{p}" for p in outer] + [str(m) for m in profile.container["mounts"]]
+
+
+def python_command(profile: Profile, shared_paths: list[Path], repo_root: Path) -> str:
+    """The shell command that starts python on the node (submitit's `python=`)."""
+    c = profile.container
+    if c["kind"] == "apptainer":
+        binds = ",".join(container_mounts(profile, shared_paths))
+        args = ["apptainer", "exec", "--nv", "--bind", binds, "--pwd", c["workdir"] or str(repo_root),
+                *map(str, c["extra_args"]), c["image"], c["python"] or "python"]
+        return shlex.join(args)
+    if c["kind"] == "pyxis":
+        return shlex.quote(c["python"] or "python")   # the image's python; srun_args select the image
+    return profile.python or shlex.quote(sys.executable)
+
+
+def srun_args(profile: Profile, shared_paths: list[Path], repo_root: Path) -> list[str]:
+    c = profile.container
+    if c["kind"] != "pyxis":
+        return []
+    return [f"--container-image={c['image']}",
+            f"--container-mounts={','.join(container_mounts(profile, shared_paths))}",
+            f"--container-workdir={c['workdir'] or repo_root}", *map(str, c["extra_args"])]
+
+
+def executor_settings(profile: Profile, cluster: str, shared_paths: list[Path],
+                      repo_root: Path = REPO_ROOT) -> tuple[dict, dict]:
+    """(AutoExecutor constructor kwargs, update_parameters kwargs) for `cluster`; pure, testable."""
+    s = profile.slurm
+    python = python_command(profile, shared_paths, repo_root)
+    setup = setup_lines(profile, repo_root)
+    if cluster != "slurm":
+        # local/debug: this machine's python; only the time limit and env carry over
+        return ({"local_python": shlex.quote(sys.executable)} if cluster == "local" else {},
+                {"timeout_min": int(profile.local["timeout_min"]), "local_setup": setup})
+    params = {"timeout_min": int(s["timeout_min"]), "cpus_per_task": s["cpus_per_task"],
+              "mem_gb": s["mem_gb"], "slurm_signal_delay_s": s["signal_delay_s"],
+              "slurm_array_parallelism": s["array_parallelism"], "slurm_setup": setup,
+              "slurm_srun_args": srun_args(profile, shared_paths, repo_root)}
+    if s["gpus_per_node"]:
+        params["gpus_per_node"] = s["gpus_per_node"]
+    for key in ("partition", "account", "qos", "constraint"):
+        if s[key]:
+            params[f"slurm_{key}"] = s[key]
+    if s["additional_parameters"]:
+        params["slurm_additional_parameters"] = dict(s["additional_parameters"])
+    return {"slurm_python": python, "slurm_max_num_timeout": s["max_num_timeout"]}, params
+
+
+def make_executor(profile: Profile, cluster: str, folder: Path, shared_paths: list[Path]):
+    import submitit   # only the launcher needs it; `--help` and profile checks work without
+    ctor, params = executor_settings(profile, cluster, shared_paths)
+    executor = submitit.AutoExecutor(folder=folder, cluster=cluster, **ctor)
+    executor.update_parameters(name="hw5", **params)
+    return executor

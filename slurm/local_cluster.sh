@@ -1,0 +1,287 @@
+#!/usr/bin/env bash
+# local_cluster.sh - a REAL one-node SLURM cluster on 127.0.0.1 for CI and laptops.
+#
+#   bash slurm/local_cluster.sh start    install (Debian packages) + start munge, MariaDB, slurmdbd,
+#                                        slurmctld, slurmd; idempotent (running daemons are kept)
+#   bash slurm/local_cluster.sh stop     cancel all jobs, stop the daemons by PID (never by name)
+#   bash slurm/local_cluster.sh stop --purge   ... and delete queue state, accounting DB, logs, configs
+#   bash slurm/local_cluster.sh status   which daemons run, sinfo, squeue; exit 0 only when usable
+#   eval "$(bash slurm/local_cluster.sh env)"   export SLURM_CONF for sbatch/squeue/sacct
+#
+# Debian 12: slurm-wlm 22.05, munge 0.5. slurmdbd + a private MariaDB are always started because
+# submitit (and `launch.py --status`) read job states through `sacct`. Needs root, no init system.
+#
+# Env knobs (defaults in brackets):
+#   SLURM_PREFIX [/tmp/hw5-slurm]  configs, state, logs, pid files and the DB live here
+#   SLURM_FAKE_GPUS [2]            fake gres/gpu devices on the node (0: no GRES) so GPU profiles
+#                                  can be exercised: jobs get CUDA_VISIBLE_DEVICES, no real GPU
+#   SLURM_FRESH [0]                1: forget all jobs (queue state AND accounting DB) on start
+#   SLURM_DB_PORT [3307]           loopback TCP port of the private MariaDB
+#   SLURM_CGROUPS [0]              1: enforce --mem/cores/devices with cgroup v1 (host must allow it)
+set -euo pipefail
+
+PREFIX=${SLURM_PREFIX:-/tmp/hw5-slurm}
+FAKE_GPUS=${SLURM_FAKE_GPUS:-2}
+FRESH=${SLURM_FRESH:-0}
+DB_PORT=${SLURM_DB_PORT:-3307}
+CGROUPS=${SLURM_CGROUPS:-0}
+DB_PASS=slurmlocal   # loopback-only throwaway DB; not a secret
+ETC=$PREFIX/etc RUN=$PREFIX/run LOG=$PREFIX/log STATE=$PREFIX/state DB=$PREFIX/mysql
+export SLURM_CONF=$ETC/slurm.conf
+T0=$EPOCHREALTIME
+
+say() { printf '[local_cluster %5ss] %s\n' "$(awk -v a="$EPOCHREALTIME" -v b="$T0" 'BEGIN{printf "%.1f", a-b}')" "$*"; }
+die() { say "ERROR: $*"; for f in "$LOG"/*.log; do [ -f "$f" ] && { echo "--- tail $f"; tail -n 20 "$f"; }; done; exit 1; }
+# alive and not a zombie (PID 1 in containers may reap orphans late)
+running() { local st; st=$(sed 's/.*) //' /proc/"$1"/stat 2>/dev/null | cut -d' ' -f1); [ -n "$st" ] && [ "$st" != Z ]; }
+# pid_alive PIDFILE COMM: the pid in PIDFILE runs and really is COMM (pid files can be stale)
+pid_alive() { local p; [ -s "$1" ] || return 1; p=$(cat "$1"); [ -n "$p" ] && running "$p" && [ "$(cat /proc/"$p"/comm 2>/dev/null)" = "$2" ]; }
+wait_for() { # wait_for SECONDS DESC CMD...
+  local t=$1 d=$2; shift 2; local end=$(( $(date +%s) + t ))
+  until "$@" >/dev/null 2>&1; do [ "$(date +%s)" -lt "$end" ] || die "timeout waiting for $d"; sleep 0.2; done; }
+# stop_pid PIDFILE COMM: SIGTERM, wait up to 30 s, then SIGKILL; only if the pid really is COMM
+stop_pid() {
+  local f=$1 comm=$2 p
+  pid_alive "$f" "$comm" || { rm -f "$f"; return 0; }
+  p=$(cat "$f"); kill -TERM "$p"
+  for _ in $(seq 1 300); do running "$p" || break; sleep 0.1; done
+  if running "$p"; then kill -KILL "$p"; say "$comm ($p) SIGKILLed after 30 s"; else say "$comm ($p) stopped"; fi
+  rm -f "$f"
+}
+
+install_packages() {
+  local p missing=""
+  for p in munge slurmctld slurmd slurm-client slurmdbd mariadb-server; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'ok installed' || missing="$missing $p"
+  done
+  if [ -n "$missing" ]; then
+    say "installing:$missing"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $missing >/dev/null
+  fi
+  say "packages ok (slurm $(dpkg-query -W -f='${Version}' slurmctld))"
+}
+
+write_gres_conf() {
+  if [ "$FAKE_GPUS" -le 0 ]; then rm -f "$ETC/gres.conf"; return; fi
+  # slurmd drops a GPU without a device file; char major 240 is "local/experimental" (not /dev/null,
+  # which ConstrainDevices would then deny to every job)
+  for i in $(seq 0 $((FAKE_GPUS - 1))); do
+    [ -c "$PREFIX/dev/fakegpu$i" ] && [ "$(stat -c %t "$PREFIX/dev/fakegpu$i")" = f0 ] \
+      || { rm -f "$PREFIX/dev/fakegpu$i"; mknod -m 666 "$PREFIX/dev/fakegpu$i" c 240 "$i"; }
+  done
+  printf 'AutoDetect=off\nNodeName=%s Name=gpu File=%s/dev/fakegpu[0-%d]\n' \
+    "$NODE" "$PREFIX" $((FAKE_GPUS - 1)) > "$ETC/gres.conf"
+}
+
+write_slurm_conf() {
+  local topo mem_mb proctrack gres_node="" grestypes=""
+  topo=$(slurmd -C | head -n1 | grep -o 'CPUs=.*ThreadsPerCore=[0-9]*')   # real topology
+  mem_mb=$(awk '/MemTotal/ {printf "%d", $2/1024*0.8}' /proc/meminfo)     # 80% of RAM for jobs
+  [ "$FAKE_GPUS" -gt 0 ] && gres_node="Gres=gpu:$FAKE_GPUS" grestypes="GresTypes=gpu"
+  if [ "$CGROUPS" = 1 ]; then
+    proctrack=$'ProctrackType=proctrack/cgroup\nTaskPlugin=task/cgroup,task/affinity'
+    printf '%s\n' CgroupPlugin=autodetect ConstrainCores=yes ConstrainRAMSpace=yes \
+      ConstrainDevices=yes > "$ETC/cgroup.conf"
+  else
+    proctrack=$'ProctrackType=proctrack/linuxproc\nTaskPlugin=task/none'
+    rm -f "$ETC/cgroup.conf"
+  fi
+  cat > "$ETC/slurm.conf" <<EOF
+# one-node localhost cluster, generated by slurm/local_cluster.sh
+ClusterName=local
+SlurmctldHost=$NODE(127.0.0.1)
+AuthType=auth/munge
+CredType=cred/munge
+# how long a requeued job waits before it may start again (default 120 s)
+AuthInfo=cred_expire=10
+SlurmUser=root
+SlurmdUser=root
+SlurmctldPort=6817
+SlurmdPort=6818
+StateSaveLocation=$STATE/ctld
+SlurmdSpoolDir=$STATE/d
+SlurmctldPidFile=$RUN/slurmctld.pid
+SlurmdPidFile=$RUN/slurmd.pid
+SlurmctldLogFile=$LOG/slurmctld.log
+SlurmdLogFile=$LOG/slurmd.log
+SlurmctldDebug=info
+SlurmdDebug=info
+$proctrack
+MpiDefault=none
+MailProg=/bin/true
+AccountingStorageType=accounting_storage/slurmdbd
+AccountingStorageHost=127.0.0.1
+AccountingStoragePort=6819
+AccountingStorageTRES=gres/gpu
+JobAcctGatherType=jobacct_gather/linux
+JobAcctGatherFrequency=30
+JobCompType=jobcomp/none
+SchedulerType=sched/backfill
+# fast scheduling passes: pending and requeued jobs start within ~1-2 s
+SchedulerParameters=bf_interval=1,sched_interval=2
+SelectType=select/cons_tres
+SelectTypeParameters=CR_Core_Memory
+DefMemPerCPU=1024
+KillWait=5
+ReturnToService=2
+JobRequeue=1
+# jobs in 'urgent' preempt (requeue) jobs in 'debug'; GraceTime + preempt_send_user_signal first
+# send the victim its --signal (submitit: USR2) so it can checkpoint instead of a bare SIGTERM
+PreemptType=preempt/partition_prio
+PreemptMode=REQUEUE
+SlurmctldParameters=preempt_send_user_signal
+$grestypes
+NodeName=$NODE NodeAddr=127.0.0.1 $topo RealMemory=$mem_mb $gres_node State=UNKNOWN
+PartitionName=debug Nodes=ALL Default=YES MaxTime=INFINITE State=UP PriorityTier=1 GraceTime=30
+PartitionName=urgent Nodes=ALL MaxTime=INFINITE State=UP PriorityTier=2
+EOF
+}
+
+conf_sum() { { cat "$ETC/slurm.conf" "$ETC/gres.conf" "$ETC/cgroup.conf" 2>/dev/null || true; } | md5sum; }
+
+start_munge() {
+  [ -s /etc/munge/munge.key ] || { mkdir -p /etc/munge; dd if=/dev/urandom of=/etc/munge/munge.key bs=1 count=1024 status=none; }
+  mkdir -p /var/lib/munge /var/log/munge /run/munge
+  chown -R munge:munge /etc/munge /var/lib/munge /var/log/munge /run/munge
+  chmod 0700 /etc/munge; chmod 0400 /etc/munge/munge.key; chmod 0755 /run/munge
+  if munge -n 2>/dev/null | unmunge >/dev/null 2>&1; then say "munged already running"; return; fi
+  runuser -u munge -- /usr/sbin/munged --force   # daemonizes; pid in /run/munge/munged.pid
+  wait_for 10 munged sh -c 'munge -n | unmunge'
+  say "munged started (pid $(cat /run/munge/munged.pid))"
+}
+
+start_mariadb() {
+  local sock=$DB/run/mysqld.sock
+  mkdir -p "$DB/data" "$DB/run"; chown -R mysql:mysql "$DB"
+  if [ ! -d "$DB/data/mysql" ]; then
+    mariadb-install-db --no-defaults --user=mysql --basedir=/usr --datadir="$DB/data" \
+      --auth-root-authentication-method=socket --skip-test-db >"$LOG/mariadb-install-db.log" 2>&1 \
+      || die "mariadb-install-db failed"
+  fi
+  if pid_alive "$DB/run/mysqld.pid" mariadbd; then
+    say "mariadbd already running"
+  else
+    nohup /usr/sbin/mariadbd --no-defaults --user=mysql --basedir=/usr --datadir="$DB/data" \
+      --socket="$sock" --pid-file="$DB/run/mysqld.pid" --log-error="$DB/run/mysqld.err" \
+      --bind-address=127.0.0.1 --port="$DB_PORT" --skip-name-resolve \
+      --innodb-buffer-pool-size=128M --innodb-lock-wait-timeout=900 >/dev/null 2>&1 &
+    wait_for 60 mariadbd mariadb --no-defaults --socket="$sock" -uroot -e 'select 1'
+    say "mariadbd started (pid $(cat "$DB/run/mysqld.pid"))"
+  fi
+  mariadb --no-defaults --socket="$sock" -uroot -e "
+    CREATE USER IF NOT EXISTS 'slurm'@'127.0.0.1' IDENTIFIED BY '$DB_PASS';
+    GRANT ALL ON slurm_acct_db.* TO 'slurm'@'127.0.0.1';"
+}
+
+start_slurmdbd() {
+  cat > "$ETC/slurmdbd.conf" <<EOF
+AuthType=auth/munge
+DbdHost=localhost
+DbdAddr=127.0.0.1
+DbdPort=6819
+SlurmUser=root
+PidFile=$RUN/slurmdbd.pid
+LogFile=$LOG/slurmdbd.log
+DebugLevel=info
+StorageType=accounting_storage/mysql
+StorageHost=127.0.0.1
+StoragePort=$DB_PORT
+StorageUser=slurm
+StoragePass=$DB_PASS
+StorageLoc=slurm_acct_db
+EOF
+  chmod 600 "$ETC/slurmdbd.conf"     # slurmdbd refuses a group/world readable config
+  if pid_alive "$RUN/slurmdbd.pid" slurmdbd; then say "slurmdbd already running"; return; fi
+  slurmdbd || die "slurmdbd failed to start"   # reads slurmdbd.conf next to $SLURM_CONF
+  wait_for 60 slurmdbd sacctmgr -n -P show cluster
+  say "slurmdbd started (pid $(cat "$RUN/slurmdbd.pid"))"
+}
+
+start_slurm_daemons() {
+  local conf_changed=$1
+  if [ "$conf_changed" = 1 ] && { pid_alive "$RUN/slurmctld.pid" slurmctld || pid_alive "$RUN/slurmd.pid" slurmd; }; then
+    say "config changed: restarting slurmctld and slurmd"
+    stop_pid "$RUN/slurmd.pid" slurmd; stop_pid "$RUN/slurmctld.pid" slurmctld
+  fi
+  pid_alive "$RUN/slurmctld.pid" slurmctld || slurmctld -f "$SLURM_CONF" || die "slurmctld failed to start"
+  wait_for 60 slurmctld sh -c 'scontrol ping | grep -q UP'
+  say "slurmctld up (pid $(cat "$RUN/slurmctld.pid"))"
+  pid_alive "$RUN/slurmd.pid" slurmd || slurmd -f "$SLURM_CONF" || die "slurmd failed to start"
+  wait_for 30 slurmd pid_alive "$RUN/slurmd.pid" slurmd
+  say "slurmd up (pid $(cat "$RUN/slurmd.pid"))"
+}
+
+wait_node_ready() {
+  local state=""
+  for _ in $(seq 1 150); do
+    state=$(sinfo -h -n "$NODE" -o '%T' 2>/dev/null | head -n1)
+    case "$state" in
+      idle|mixed|allocated|completing) say "cluster ready: node $NODE is $state"; return ;;
+      # a node left DRAIN/DOWN by an earlier bad config does not come back by itself
+      *drain*|*down*|inval*) scontrol update nodename="$NODE" state=resume 2>/dev/null || true ;;
+    esac
+    sleep 0.2
+  done
+  die "node $NODE is '$state'"
+}
+
+cmd_start() {
+  [ "$(id -u)" = 0 ] || { echo "local_cluster.sh start must run as root (it installs packages and starts daemons)" >&2; exit 1; }
+  install_packages
+  NODE=$(hostname -s)
+  mkdir -p "$ETC" "$RUN" "$LOG" "$STATE/ctld" "$STATE/d" "$PREFIX/dev"
+  local old_sum; old_sum=$(conf_sum)
+  if [ "$FRESH" = 1 ]; then
+    # wiping only the queue restarts job ids at 1 while the DB keeps old rows with the same ids
+    cmd_stop_daemons; rm -rf "${STATE:?}/ctld"/* "${STATE:?}/d"/* "${DB:?}"
+  fi
+  write_gres_conf; write_slurm_conf
+  local changed=0; [ "$(conf_sum)" = "$old_sum" ] || changed=1
+  start_munge; start_mariadb; start_slurmdbd; start_slurm_daemons "$changed"; wait_node_ready
+  sinfo
+  echo "export SLURM_CONF=$SLURM_CONF"
+}
+
+cmd_stop_daemons() {   # reverse start order
+  stop_pid "$RUN/slurmd.pid" slurmd
+  stop_pid "$RUN/slurmctld.pid" slurmctld      # its child slurmscriptd exits with it
+  stop_pid "$RUN/slurmdbd.pid" slurmdbd
+  stop_pid "$DB/run/mysqld.pid" mariadbd
+  stop_pid /run/munge/munged.pid munged
+}
+
+cmd_stop() {
+  # cancel jobs first so no job process outlives slurmd
+  if pid_alive "$RUN/slurmctld.pid" slurmctld; then
+    local jobs; jobs=$(squeue -h -o %A 2>/dev/null | sort -u)
+    if [ -n "$jobs" ]; then
+      say "cancelling jobs: $(echo $jobs)"; scancel $jobs 2>/dev/null || true
+      for _ in $(seq 1 60); do [ -z "$(squeue -h 2>/dev/null)" ] && break; sleep 0.5; done
+    fi
+  fi
+  cmd_stop_daemons
+  if [ "${1:-}" = "--purge" ]; then
+    rm -rf "${PREFIX:?}/state" "${DB:?}" "${PREFIX:?}/log" "${RUN:?}" "${ETC:?}" "${PREFIX:?}/dev"
+    say "purged state under $PREFIX"
+  fi
+}
+
+cmd_status() {
+  local ok=0 pair
+  for pair in "/run/munge/munged.pid munged" "$DB/run/mysqld.pid mariadbd" "$RUN/slurmdbd.pid slurmdbd" \
+              "$RUN/slurmctld.pid slurmctld" "$RUN/slurmd.pid slurmd"; do
+    set -- $pair
+    if pid_alive "$1" "$2"; then echo "$2: running (pid $(cat "$1"))"; else echo "$2: not running"; ok=1; fi
+  done
+  [ "$ok" = 0 ] || { echo "cluster is not (fully) up: bash slurm/local_cluster.sh start"; return 1; }
+  sinfo; squeue
+}
+
+case "${1:-}" in
+  start) cmd_start ;;
+  stop) shift; cmd_stop "${1:-}" ;;
+  status) cmd_status ;;
+  env) echo "export SLURM_CONF=$SLURM_CONF" ;;
+  *) echo "usage: bash slurm/local_cluster.sh {start|stop [--purge]|status|env}" >&2; exit 2 ;;
+esac

@@ -1,0 +1,57 @@
+"""Shared fixtures: the real FarsTail location, tiny models, a fast copy of the experiments grid."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def _find_data_dir() -> Path | None:
+    for candidate in (os.environ.get("HW5_DATA_DIR"), REPO.parent / "shared" / "data", REPO / "data"):
+        if candidate and (Path(candidate) / "farstail" / "Train-word.csv").exists():
+            return Path(candidate)
+    return None
+
+
+@pytest.fixture(scope="session")
+def data_dir() -> Path:
+    """The real FarsTail (read-only); required when HW5_REQUIRE_DATA=1 (CI)."""
+    found = _find_data_dir()
+    if found is None:
+        if os.environ.get("HW5_REQUIRE_DATA") == "1":
+            pytest.fail("FarsTail not found: set HW5_DATA_DIR to a folder holding farstail/*.csv")
+        pytest.skip("FarsTail not found (set HW5_DATA_DIR)")
+    return found
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _isolated_cache(tmp_path_factory):
+    """Tiny models and caches built by tests go to one per-session folder, never the user's."""
+    old = os.environ.get("HW5_CACHE_DIR")
+    os.environ["HW5_CACHE_DIR"] = os.environ.get("HW5_TEST_CACHE_DIR") or str(tmp_path_factory.mktemp("cache"))
+    yield
+    if old is None:
+        os.environ.pop("HW5_CACHE_DIR", None)
+    else:
+        os.environ["HW5_CACHE_DIR"] = old
+
+
+def fast_grid(tmp_path: Path, **smoke_overrides) -> Path:
+    """The real jobs/experiments.yaml with an even smaller smoke overlay (seconds per run)."""
+    grid = yaml.safe_load((REPO / "jobs" / "experiments.yaml").read_text(encoding="utf-8"))
+    nli = grid["smoke"]["nli"]
+    nli.update(train_subset=96, eval_subset=48, epochs=1, max_length=48, batch_size=16)
+    for task, values in smoke_overrides.items():
+        grid["smoke"].setdefault(task, {}).update(values)
+    path = tmp_path / "experiments.yaml"
+    path.write_text(yaml.safe_dump(grid, sort_keys=False), encoding="utf-8")
+    return path
+
+
+@pytest.fixture
+def grid_file(tmp_path) -> Path:
+    return fast_grid(tmp_path)

@@ -1,0 +1,139 @@
+"""Helpers shared by test_launch.py and test_slurm_cluster.py: a tiny grid, running the launcher."""
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+LAUNCH = REPO / "jobs" / "launch.py"
+BROKEN = "nli-broken"   # fails at run time (after submission): keeps 50 of the model's 12 layers
+
+
+def farstail_dir() -> Path | None:
+    """A data dir holding farstail/ (HW5_DATA_DIR, the shared data, or ./data); None if none."""
+    for candidate in (os.environ.get("HW5_DATA_DIR"), "/work/shared/data", REPO / "data"):
+        if candidate and (Path(candidate) / "farstail" / "Train-word.csv").is_file():
+            return Path(candidate)
+    return None
+
+
+def write_grid(path: Path) -> Path:
+    """The real experiments file with a smaller smoke overlay (seconds per run) plus a broken run."""
+    grid = yaml.safe_load((REPO / "jobs" / "experiments.yaml").read_text(encoding="utf-8"))
+    # 8 steps per epoch: long enough to be interrupted mid-training, short enough for 2 cores
+    grid["smoke"]["nli"].update(train_subset=128, eval_subset=60, batch_size=16, epochs=2)
+    grid["experiments"][BROKEN] = {"task": "nli", "description": "fails on the node", "keep_layers": 50}
+    path.write_text(yaml.safe_dump(grid, sort_keys=False), encoding="utf-8")
+    return path
+
+
+@contextlib.contextmanager
+def scratch_dir(prefix: str):
+    """A private temp folder outside /tmp/pytest-of-<user>: pytest prunes old session folders there,
+    and other sessions on a shared machine would delete it under running jobs. Removed afterwards."""
+    path = Path(tempfile.mkdtemp(prefix=prefix))
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def launcher_env(cache_dir: Path, data_dir: Path) -> dict:
+    env = {k: v for k, v in os.environ.items() if k not in ("HW5_EXPERIMENTS", "HW5_PROFILE")}
+    env.update(HW5_DATA_DIR=str(data_dir), HW5_CACHE_DIR=str(cache_dir), PYTHONUNBUFFERED="1")
+    return env
+
+
+def launch(args: list[str], env: dict, timeout: float = 120, cwd: Path | None = None) -> subprocess.CompletedProcess:
+    """Run `python jobs/launch.py ARGS`; output is stdout+stderr (shown when an assert fails)."""
+    return subprocess.run([sys.executable, str(LAUNCH), *args], env=env, cwd=cwd, timeout=timeout,
+                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def start_launch(args: list[str], env: dict, log: Path, cwd: Path | None = None) -> subprocess.Popen:
+    handle = open(log, "w")
+    return subprocess.Popen([sys.executable, str(LAUNCH), *args], env=env, cwd=cwd,
+                            stdout=handle, stderr=subprocess.STDOUT, text=True)
+
+
+def wait_until(predicate, timeout: float, what: str, poll: float = 1.0):
+    """Poll until predicate() is truthy; fail the test (not hang) after `timeout` seconds."""
+    end = time.time() + timeout
+    while time.time() < end:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(poll)
+    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+
+
+def records(results: Path) -> list[dict]:
+    path = results / ".launch" / "submissions.jsonl"
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def latest_record(results: Path, experiment: str, seed: int) -> dict | None:
+    found = [r for r in records(results) if r["experiment"] == experiment and r["seed"] == seed]
+    return found[-1] if found else None
+
+
+def job_log(record: dict) -> str:
+    path = Path(record["folder"]) / f"{record['job_id']}_0_log.out"
+    return path.read_text(errors="replace") if path.exists() else ""
+
+
+def metrics(results: Path, experiment: str, seed: int) -> dict | None:
+    path = results / experiment / f"seed-{seed}" / "metrics.json"
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def comparable(m: dict) -> dict[str, float]:
+    """What must not change when a run is interrupted and resumed: scores, losses, the curve.
+
+    Flat {name: number}, for pytest.approx: a resumed epoch adds its loss in two partial sums, so
+    train_loss may differ in the last float bits; everything else is exact on CPU.
+    """
+    out = {"best_epoch": m["best_epoch"]}
+    for split in ("val", "test"):
+        out.update({f"{split}.{k}": m[split][k] for k in ("loss", "accuracy", "macro_f1")})
+        out.update({f"{split}.cm{i}{j}": v for i, row in enumerate(m[split]["confusion_matrix"])
+                    for j, v in enumerate(row)})
+    for row in m["history"]:
+        out.update({f"epoch{row['epoch']}.{k}": row[k]
+                    for k in ("train_loss", "train_acc", "val_loss", "val_acc", "val_macro_f1")})
+    return out
+
+
+def descendants(pid: int) -> list[int]:
+    """All processes below pid (children, grandchildren, ...), from /proc."""
+    parents: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        parents.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+    out, todo = [], [pid]
+    while todo:
+        for child in parents.get(todo.pop(), []):
+            out.append(child)
+            todo.append(child)
+    return out
+
+
+def cmdline(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+    except OSError:
+        return ""

@@ -1,0 +1,277 @@
+"""aggregate.py on hand-made metrics.json files: numbers, flags, exit codes, plots, report, notebook."""
+from __future__ import annotations
+
+import base64
+import copy
+import json
+import math
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import nbformat
+import pytest
+from PIL import Image
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+import aggregate  # noqa: E402
+from hw5_report.runs import Run, reference_hash  # noqa: E402
+
+FIXTURES = REPO / "tests" / "fixtures" / "aggregate"
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+T_975_DF2 = 4.302652729911275   # Student t 97.5% quantile, 2 degrees of freedom (printed tables)
+T_975_DF1 = 12.706204736174707  # ... 1 degree of freedom
+
+
+def make_run(results: Path, experiment: str, seed: int, **values) -> Path:
+    """Copy the hand-made example of the experiment's task, set its identity and `values`, whose keys
+    are paths into metrics.json with '__' between levels (test__accuracy=0.8)."""
+    task = experiment.split("-")[0]
+    metrics = copy.deepcopy(json.loads((FIXTURES / f"{task}_metrics.json").read_text()))
+    metrics.update(experiment=experiment, seed=seed)
+    for dotted, value in values.items():
+        *parents, leaf = dotted.split("__")
+        node = metrics
+        for key in parents:
+            node = node[key]
+        node[leaf] = value
+    path = results / experiment / f"seed-{seed}" / "metrics.json"
+    path.parent.mkdir(parents=True)
+    path.write_text(json.dumps(metrics))
+    return path
+
+
+def write_grid(path: Path, experiments: list[str], seeds: list[int]) -> Path:
+    lines = [f"seeds: {seeds}", "experiments:"]
+    lines += [f"  {e}:\n    task: {e.split('-')[0]}" for e in experiments]
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+STUDY = ["nli-full", "nli-freeze9", "ser-mean", "ser-noweight", "ser-fixedpad"]
+
+
+def build_study(root: Path) -> tuple[Path, Path]:
+    """3 seeds; nli complete; ser-noweight seed 2 stale; ser-fixedpad seed 1 partial, seed 2 missing."""
+    results = root / "results"
+    for seed, acc in enumerate((0.80, 0.82, 0.84)):
+        make_run(results, "nli-full", seed, test__accuracy=acc, config_hash="aaaa0001")
+    for seed, acc in enumerate((0.78, 0.81, 0.81)):
+        make_run(results, "nli-freeze9", seed, test__accuracy=acc, config_hash="aaaa0002",
+                 config__description="freeze layers 1-9", config__freeze_first_layers=9)
+    for seed, uar in enumerate((0.60, 0.66, 0.69)):
+        make_run(results, "ser-mean", seed, test__uar=uar, config_hash="bbbb0001")
+    make_run(results, "ser-noweight", 0, test__uar=0.50, config_hash="bbbb0002")
+    make_run(results, "ser-noweight", 1, test__uar=0.57, config_hash="bbbb0002")
+    make_run(results, "ser-noweight", 2, test__uar=0.99, config_hash="ffff9999",
+             provenance={"finished": "2030-01-01T00:00:00+00:00"})  # newest, but the odd one out
+    make_run(results, "ser-fixedpad", 0, test__uar=0.61, config_hash="bbbb0003")
+    (results / "ser-fixedpad" / "seed-1").mkdir()  # started, never finished
+    stats = results / "stats"
+    stats.mkdir()
+    (stats / "nli_lengths.md").write_text("# Pair lengths\n\n| split | mean |\n|---|---|\n| train | 77 |\n\n"
+                                          "![lengths](nli_lengths.png)\n")
+    Image.new("RGB", (8, 8), "white").save(stats / "nli_lengths.png")
+    return results, write_grid(root / "experiments.yaml", STUDY, [0, 1, 2])
+
+
+@pytest.fixture(scope="module")
+def study(tmp_path_factory):
+    root = tmp_path_factory.mktemp("study")
+    results, grid = build_study(root)
+    code = aggregate.main(["--results", str(results), "--experiments", str(grid)])
+    return results, grid, code
+
+
+def read_csv_rows(path: Path) -> dict[str, dict]:
+    import pandas as pd
+    return {r["experiment"]: r for r in pd.read_csv(path).to_dict("records")}
+
+
+def test_means_stds_and_n_match_hand_computation(study):
+    results, _, code = study
+    assert code == 0
+    nli = read_csv_rows(results / "tables" / "nli_summary.csv")
+    assert nli["nli-full"]["n"] == 3
+    assert nli["nli-full"]["accuracy_mean"] == pytest.approx(0.82)
+    assert nli["nli-full"]["accuracy_std"] == pytest.approx(0.02)  # sqrt((.02² + 0 + .02²) / 2)
+    ser = read_csv_rows(results / "tables" / "ser_summary.csv")
+    assert ser["ser-mean"]["uar_mean"] == pytest.approx(0.65)
+    assert ser["ser-mean"]["uar_std"] == pytest.approx(math.sqrt((0.05**2 + 0.01**2 + 0.04**2) / 2))
+    table = (results / "tables" / "nli_summary.md").read_text()
+    assert "| nli-full | 3 | 0.820 ± 0.020 |" in table
+
+
+def test_single_seed_shows_dash_and_missing_partial_are_flagged(study):
+    results = study[0]
+    ser = read_csv_rows(results / "tables" / "ser_summary.csv")
+    assert ser["ser-fixedpad"]["n"] == 1
+    assert ser["ser-fixedpad"]["flags"] == "missing: 2; partial: 1"
+    row = next(line for line in (results / "tables" / "ser_summary.md").read_text().splitlines()
+               if line.startswith("| ser-fixedpad |"))
+    assert "0.610 ± –" in row
+
+
+def test_stale_hash_is_flagged_and_excluded(study):
+    results = study[0]
+    ser = read_csv_rows(results / "tables" / "ser_summary.csv")
+    assert ser["ser-noweight"]["n"] == 2
+    assert ser["ser-noweight"]["uar_mean"] == pytest.approx(0.535)  # the stale 0.99 is not averaged
+    assert ser["ser-noweight"]["flags"] == "stale: 2"
+    report = (results / "report.md").read_text()
+    assert "ffff9999 differs from its siblings' bbbb0002" in report
+
+
+def test_paired_difference_and_t_interval(study):
+    results = study[0]
+    import pandas as pd
+    nli = pd.read_csv(results / "tables" / "nli_vs_baseline.csv").set_index(["experiment", "metric"])
+    row = nli.loc[("nli-freeze9", "accuracy")]
+    half = T_975_DF2 * 0.01 / math.sqrt(3)  # diffs -.02 -.01 -.03: mean -.02, sd .01
+    assert row["n_pairs"] == 3 and row["diff_mean"] == pytest.approx(-0.02)
+    assert (row["ci_low"], row["ci_high"]) == pytest.approx((-0.02 - half, -0.02 + half))
+    assert not row["interval_excludes_zero"]
+    ser = pd.read_csv(results / "tables" / "ser_vs_baseline.csv").set_index(["experiment", "metric"])
+    row = ser.loc[("ser-noweight", "uar")]  # pairs seeds 0, 1 only: diffs -.10 -.09
+    half = T_975_DF1 * math.sqrt(0.00005) / math.sqrt(2)
+    assert row["n_pairs"] == 2
+    assert (row["ci_low"], row["ci_high"]) == pytest.approx((-0.095 - half, -0.095 + half))
+    assert row["interval_excludes_zero"]
+
+
+def test_plots_are_valid_pngs(study):
+    results = study[0]
+    expected = ["nli_metrics", "ser_metrics", "ser_class_recall", "ser_padding", "nli-full_curves",
+                "nli-full_confusion", "ser-fixedpad_curves", "ser-mean_confusion"]
+    for name in expected:
+        path = results / "plots" / f"{name}.png"
+        assert path.read_bytes().startswith(PNG_MAGIC), name
+        with Image.open(path) as image:
+            image.verify()
+
+
+def test_report_links_resolve_and_include_everything(study):
+    results = study[0]
+    report = (results / "report.md").read_text()
+    targets = re.findall(r"\]\(([^)\s]+)\)", report)
+    local = [t for t in targets if not re.match(r"^([a-z]+:|#)", t)]
+    assert len(local) >= 10
+    for target in local:
+        assert (results / target).is_file(), target
+    assert "stats/nli_lengths.png" in local  # stats Markdown inlined with its links rebased
+    assert "plots/ser_padding.png" in local
+    assert "### Pair lengths" in report
+    assert "masked" in report.lower()  # docs/method.md is included
+    assert "2026-11-26T11:02:00+00:00" in report  # fixed stamp from the inputs, no wall clock
+    assert "| lr |" in report or "| lr " in report  # hyper-parameter table
+    assert "freeze_first_layers" in report  # config differences between NLI experiments
+    assert "fear       0.40" in report  # the classification report
+
+
+def test_notebook_is_valid_and_embeds_every_figure(study):
+    results = study[0]
+    notebook = nbformat.read(results / "report.ipynb", as_version=4)
+    nbformat.validate(notebook)
+    images = [o["data"]["image/png"] for c in notebook.cells if c.cell_type == "code" for o in c.outputs
+              if "image/png" in o.get("data", {})]
+    report = (results / "report.md").read_text()
+    assert len(images) == report.count("![") >= 15  # every figure, the stats one included
+    assert all(base64.b64decode(png).startswith(PNG_MAGIC) for png in images)
+    assert any("0.820 ± 0.020" in c.source for c in notebook.cells if c.cell_type == "markdown")
+
+
+def test_corrupt_metrics_is_named_skipped_and_exit_1(tmp_path, capsys):
+    results = tmp_path / "results"
+    make_run(results, "nli-full", 0, config_hash="aaaa0001")
+    bad = make_run(results, "nli-full", 1)
+    bad.write_text('{"experiment": "nli-full", "seed": 1, ')  # cut off mid-write
+    make_run(results, "nli-full", 2, test={"accuracy": 0.8})  # schema broken: no macro_f1 ...
+    grid = write_grid(tmp_path / "grid.yaml", ["nli-full"], [0, 1, 2])
+    assert aggregate.main(["--results", str(results), "--experiments", str(grid)]) == 1
+    err = capsys.readouterr()
+    assert str(bad) in err.err and "not readable JSON" in err.err
+    assert "test.macro_f1" in err.err
+    assert "1/3 runs used" in err.out and "2 corrupt" in err.out
+    assert read_csv_rows(results / "tables" / "nli_summary.csv")["nli-full"]["n"] == 1
+    assert (results / "report.ipynb").is_file()
+
+
+def test_empty_results_say_what_is_missing(tmp_path, capsys):
+    results = tmp_path / "results"
+    results.mkdir()
+    grid = write_grid(tmp_path / "grid.yaml", ["nli-full", "ser-mean"], [0, 1])
+    assert aggregate.main(["--results", str(results), "--experiments", str(grid)]) == 0
+    assert "0/4 runs used; 4 missing" in capsys.readouterr().out
+    report = (results / "report.md").read_text()
+    assert "- `nli-full` seeds 0, 1: **missing**" in report and "- `ser-mean` seeds 0, 1: **missing**" in report
+    assert "No dataset statistics found" in report
+    assert read_csv_rows(results / "tables" / "summary.csv")["ser-mean"]["flags"] == "missing: 0, 1"
+
+
+@pytest.fixture(scope="module")
+def no_grid(tmp_path_factory):
+    """nli-full seeds 0, 1, 5, no experiments file, only seeds 0 and 1 requested (few plots: fast)."""
+    root = tmp_path_factory.mktemp("no_grid")
+    results = root / "results"
+    for seed in (0, 1, 5):
+        make_run(results, "nli-full", seed, test__accuracy=0.5 + seed / 100)
+    argv = ["--results", str(results), "--seeds", "0,1"]
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(aggregate, "DEFAULT_EXPERIMENTS", root / "absent.yaml")
+        patch.delenv("HW5_EXPERIMENTS", raising=False)
+        yield results, argv, aggregate.main(argv)
+
+
+def test_without_grid_file_the_runs_found_are_expected_and_seeds_filter(no_grid, capsys):
+    results, argv, code = no_grid
+    assert code == 0
+    row = read_csv_rows(results / "tables" / "nli_summary.csv")["nli-full"]
+    assert (row["n"], row["accuracy_mean"], row["flags"]) == (2, pytest.approx(0.505), "ignored: 5")
+    assert "the runs found (no experiments file)" in (results / "report.md").read_text()
+    explicit = ["--results", str(results), "--experiments", str(results / "none.yaml")]
+    assert aggregate.main(explicit) == 2  # an explicit grid file must exist
+    assert "none.yaml: experiments file not found" in capsys.readouterr().err
+
+
+def test_regeneration_is_byte_identical(no_grid):
+    results, argv, _ = no_grid
+    names = ["report.md", "report.ipynb", "tables/summary.csv", "tables/nli_summary.md",
+             "plots/nli_metrics.png", "plots/nli-full_confusion.png", "plots/nli-full_curves.png"]
+    before = {n: (results / n).read_bytes() for n in names}
+    (results / "plots" / "old-experiment_curves.png").write_bytes(b"stale")
+    assert aggregate.main(argv) == 0
+    assert {n: (results / n).read_bytes() for n in names} == before
+    assert not (results / "plots" / "old-experiment_curves.png").exists()
+    assert not list(results.rglob("*.tmp"))
+
+
+def test_missing_results_folder_and_bad_grid_exit_2(tmp_path, capsys):
+    assert aggregate.main(["--results", str(tmp_path / "nowhere")]) == 2
+    assert "results folder not found" in capsys.readouterr().err
+    (tmp_path / "results").mkdir()
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("seeds: [0\nexperiments: {")
+    assert aggregate.main(["--results", str(tmp_path / "results"), "--experiments", str(bad)]) == 2
+    assert f"{bad}: not valid YAML" in capsys.readouterr().err
+    bad.write_text("seeds: [zero]\nexperiments: {nli-full: {task: nli}}\n")
+    assert aggregate.main(["--results", str(tmp_path / "results"), "--experiments", str(bad)]) == 2
+    assert "'seeds' (a list of integers)" in capsys.readouterr().err
+
+
+def test_reference_hash_majority_then_newest():
+    def run(h, finished):
+        return Run("x", 0, "done", metrics={"config_hash": h, "provenance": {"finished": finished}})
+    assert reference_hash([run("a", "2026-01-02"), run("a", "2026-01-01"), run("b", "2027-01-01")]) == "a"
+    assert reference_hash([run("a", "2026-01-02"), run("b", "2026-01-03")]) == "b"
+
+
+def test_cli_help_and_no_torch_import():
+    probe = ("import sys, aggregate; print(sorted(m for m in ('torch', 'hw5') if m in sys.modules)); "
+             "aggregate.parse_args(['--help'])")
+    out = subprocess.run([sys.executable, "-c", probe], cwd=REPO, capture_output=True, text=True, check=True)
+    imported, help_text = out.stdout.split("\n", 1)
+    assert imported == "[]"
+    for option in ("--results", "--experiments", "--seeds", "Exit status"):
+        assert option in help_text

@@ -1,0 +1,249 @@
+"""jobs/launch.py without SLURM: profiles, run selection, records and the lock, job states, and the
+local executor path of `make demo` (real smoke runs, a failing run, --retry-failed, USR2 + resume)."""
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+import submitit.core.utils as submitit_utils
+
+from launch_support import (BROKEN, REPO, cmdline, comparable, descendants, farstail_dir, job_log, latest_record,
+                            launch, launcher_env, metrics, records, scratch_dir, start_launch, wait_until,
+                            write_grid)
+
+sys.path.insert(0, str(REPO))
+from jobs import ledger as ledger_mod  # noqa: E402
+from jobs.launch import parse_seeds, select_experiments  # noqa: E402
+from jobs.ledger import Ledger, Record  # noqa: E402
+from jobs.profiles import ProfileError, available_profiles, executor_settings, load_profile  # noqa: E402
+
+RUN_TIMEOUT_S = 400     # smoke runs on a busy 2-core machine, with margin
+
+
+# ---------------------------------------------------------------- profiles
+
+@pytest.mark.parametrize("name", ["local", "generic-gpu", "pyxis", "apptainer"])
+def test_shipped_profiles_load_and_every_key_is_commented(name):
+    profile = load_profile(name)
+    assert profile.name == name
+    lines = [line for line in profile.path.read_text().splitlines() if re.match(r"^\s+\w+:", line)]
+    uncommented = [line for line in lines if "#" not in line and not line.rstrip().endswith(":")]
+    assert not uncommented, f"{profile.path}: keys without a comment: {uncommented}"
+
+
+def test_available_profiles_lists_the_shipped_ones():
+    assert {"local", "generic-gpu", "pyxis", "apptainer"} <= set(available_profiles())
+
+
+def test_pyxis_profile_runs_python_inside_the_image_with_shared_paths_mounted(tmp_path):
+    profile = load_profile("pyxis")
+    ctor, params = executor_settings(profile, "slurm", [REPO, REPO / "results", tmp_path])
+    assert ctor["slurm_python"] == "python"
+    args = params["slurm_srun_args"]
+    assert f"--container-image={profile.container['image']}" in args
+    mounts = next(a for a in args if a.startswith("--container-mounts=")).split("=", 1)[1].split(",")
+    # results/ lives inside the checkout: one mount covers both
+    assert f"{REPO}:{REPO}" in mounts and f"{tmp_path}:{tmp_path}" in mounts and len(mounts) == 3
+    assert params["gpus_per_node"] == 1 and params["slurm_partition"] == "gpu"
+
+
+def test_apptainer_profile_wraps_python_in_apptainer_exec():
+    ctor, params = executor_settings(load_profile("apptainer"), "slurm", [REPO])
+    python = ctor["slurm_python"]
+    assert python.startswith("apptainer exec --nv --bind ") and python.endswith("hw5.sif python")
+    assert params["slurm_srun_args"] == []
+
+
+def test_local_profile_uses_this_interpreter_and_exports_the_repo():
+    ctor, params = executor_settings(load_profile("local"), "slurm", [REPO])
+    assert ctor["slurm_python"].strip("'") == sys.executable
+    assert f"export PYTHONPATH={REPO}" in params["slurm_setup"][0]
+    assert "export HF_HUB_OFFLINE=1" in params["slurm_setup"]
+    _, local = executor_settings(load_profile("local"), "local", [REPO])
+    assert local["timeout_min"] == 120 and local["local_setup"] == params["slurm_setup"]
+
+
+@pytest.mark.parametrize("text, message", [
+    ("slurm:\n  partiton: gpu\n", "unknown key 'slurm.partiton'; did you mean 'slurm.partition'?"),
+    ("slurm:\n  mem_gb: lots\n", "slurm.mem_gb must be number, got 'lots'"),
+    ("container:\n  kind: docker\n", "container.kind is 'docker', expected one of none, pyxis, apptainer"),
+    ("container:\n  kind: pyxis\n", "container.kind 'pyxis' needs container.image"),
+    ("slurm: [1, 2]\n", "slurm. must be a mapping"),
+])
+def test_profile_mistakes_are_one_clear_error_naming_the_file(tmp_path, text, message):
+    path = tmp_path / "mine.yaml"
+    path.write_text(text)
+    with pytest.raises(ProfileError) as error:
+        load_profile(str(path))
+    assert str(error.value).startswith(f"{path}: ") and message in str(error.value)
+
+
+def test_unknown_profile_name_lists_the_available_ones():
+    with pytest.raises(ProfileError, match="no such cluster profile .*available: .*local"):
+        load_profile("nosuchcluster")
+
+
+# ---------------------------------------------------------------- run selection and CLI errors
+
+def test_seeds_accept_lists_and_ranges():
+    assert parse_seeds("0,1,2") == [0, 1, 2]
+    assert parse_seeds("0-4") == [0, 1, 2, 3, 4]
+    assert parse_seeds("3, 0-1,3") == [3, 0, 1]
+
+
+def test_only_globs_select_in_grid_order_and_a_miss_is_an_error(tmp_path, capsys):
+    names = ["nli-full", "nli-freeze9", "ser-mean"]
+    assert select_experiments(names, ["ser-*,nli-full"], tmp_path) == ["nli-full", "ser-mean"]
+    with pytest.raises(SystemExit) as exit_:
+        select_experiments(names, ["nli-ful"], tmp_path / "grid.yaml")
+    assert exit_.value.code == 2
+    assert "matches no experiment" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("args, message", [
+    ([], "say which runs: --all, or --only GLOB"),
+    (["--all", "--seeds", "zero"], "--seeds 'zero': expected integers"),
+    (["--all", "--profile", "nosuch"], "no such cluster profile"),
+    (["--all", "--experiments", "/nonexistent/grid.yaml"], "experiments file not found"),
+])
+def test_bad_command_lines_give_one_error_line_and_exit_2(args, message):
+    out = launch(args + ["--dry-run", "--cluster", "local"], dict(os.environ))
+    assert out.returncode == 2, out.stdout
+    assert message in out.stdout and "Traceback" not in out.stdout, out.stdout
+
+
+# ---------------------------------------------------------------- records, lock, job states
+
+def _record(tmp_path: Path, experiment="nli-full", seed=0, job_id="7") -> Record:
+    return Record(experiment, seed, True, "abcd1234", job_id, "slurm", str(tmp_path / job_id), "now")
+
+
+def test_newest_record_of_a_run_wins_and_logs_link_to_its_job(tmp_path):
+    ledger = Ledger(tmp_path)
+    ledger.add([_record(tmp_path, job_id="7"), _record(tmp_path, seed=1, job_id="8")])
+    ledger.add([_record(tmp_path, job_id="9")])
+    latest = ledger.latest()
+    assert {key: r.job_id for key, r in latest.items()} == {("nli-full", 0, True): "9", ("nli-full", 1, True): "8"}
+    assert ledger.log_link("nli-full", 0).resolve() == (tmp_path / "9").resolve()
+
+
+def test_a_corrupt_record_line_is_skipped_with_a_warning(tmp_path, capsys):
+    ledger = Ledger(tmp_path)
+    ledger.add([_record(tmp_path)])
+    with open(ledger.records_path, "a") as handle:
+        handle.write('{"experiment": "half a line\n')
+    assert list(ledger.latest()) == [("nli-full", 0, True)]
+    assert "unreadable record skipped" in capsys.readouterr().out
+
+
+def test_job_state_reads_submitit_result_files(tmp_path):
+    record = _record(tmp_path)
+    Path(record.folder).mkdir()
+    assert ledger_mod.job_state(record, "PENDING") == ("pending", "PENDING")
+    assert ledger_mod.job_state(record, "RUNNING") == ("running", "RUNNING")
+    assert ledger_mod.job_state(record, ledger_mod.NO_ANSWER)[0] == "unknown"
+    state, detail = ledger_mod.job_state(record, "TIMEOUT")
+    assert state == "failed" and "ended TIMEOUT" in detail
+    submitit_utils.cloudpickle_dump(("error", "Traceback ...\nValueError: boom"), record.result_pickle)
+    assert ledger_mod.job_state(record, "FAILED") == ("failed", "Traceback ...\nValueError: boom")
+    submitit_utils.cloudpickle_dump(("success", {}), record.result_pickle)
+    assert ledger_mod.job_state(record, "COMPLETED")[0] == "missing"
+
+
+def test_a_second_launcher_waits_for_the_lock(tmp_path):
+    data = farstail_dir() or tmp_path
+    env = launcher_env(tmp_path / "cache", data)
+    args = ["--all", "--smoke", "--dry-run", "--cluster", "local", "--results", str(tmp_path / "results")]
+    with Ledger(tmp_path / "results").lock():
+        proc = start_launch(args, env, tmp_path / "launch.log")
+        wait_until(lambda: "waiting for another launcher" in (tmp_path / "launch.log").read_text(), 60,
+                   "the launcher to report the lock")
+        assert proc.poll() is None, "it must not plan while another launcher holds the lock"
+    assert proc.wait(timeout=60) == 0
+    assert "dry run: nothing submitted" in (tmp_path / "launch.log").read_text()
+
+
+# ---------------------------------------------------------------- the local executor (make demo)
+
+@pytest.fixture(scope="module")
+def local():
+    data = farstail_dir()
+    if data is None:
+        pytest.skip("FarsTail not found: set HW5_DATA_DIR to a folder holding farstail/")
+    with scratch_dir("hw5-local-test-") as root:
+        env = launcher_env(Path(os.environ.get("HW5_CACHE_DIR", root / "cache")), data)
+        grid = write_grid(root / "experiments.yaml")
+        base = ["--smoke", "--experiments", str(grid), "--cluster", "local", "--checkpoints", str(root / "ckpt")]
+        yield {"root": root, "env": env, "base": base, "results": root / "results", "grid": grid}
+
+
+def _local_args(local, *extra, results=None):
+    return [*local["base"], "--results", str(results or local["results"]), *extra]
+
+
+@pytest.mark.slow
+def test_local_launch_runs_waits_and_reports_a_failure_with_its_traceback(local):
+    only = ["--all", "--only", f"nli-full,{BROKEN}", "--seeds", "0"]
+    out = launch(_local_args(local, *only), local["env"], timeout=RUN_TIMEOUT_S)
+    assert out.returncode == 1, out.stdout          # one run failed
+    assert "1 ok, 1 failed (nli-broken/seed-0)" in out.stdout, out.stdout
+    assert "keep_first_layers" in out.stdout, out.stdout   # the traceback is shown, not hidden
+    assert metrics(local["results"], "nli-full", 0)["smoke"] is True
+    status = launch(_local_args(local, "--status", *only), local["env"])
+    assert re.search(r"nli-full\s+0\s+done", status.stdout) and re.search(rf"{BROKEN}\s+0\s+failed", status.stdout)
+    assert "ValueError" in status.stdout, status.stdout
+    again = launch(_local_args(local, *only), local["env"])
+    assert again.returncode == 0 and "nothing to submit" in again.stdout, again.stdout
+
+
+@pytest.mark.slow
+def test_local_retry_failed_reruns_only_the_failed_run(local):
+    before = records(local["results"])
+    assert before, "needs the test above"
+    out = launch(_local_args(local, "--retry-failed", "--only", f"nli-full,{BROKEN}", "--seeds", "0"),
+                 local["env"], timeout=RUN_TIMEOUT_S)
+    assert out.returncode == 1 and f"started {BROKEN}/seed-0" in out.stdout, out.stdout
+    assert "started nli-full" not in out.stdout
+    assert [(r["experiment"], r["seed"]) for r in records(local["results"])[len(before):]] == [(BROKEN, 0)]
+
+
+@pytest.mark.slow
+def test_changed_config_makes_a_run_stale_and_only_force_reruns_it(local):
+    assert metrics(local["results"], "nli-full", 0), "needs the local launch above"
+    grid = yaml.safe_load(local["grid"].read_text())
+    grid["experiments"]["nli-full"]["head_dropout"] = 0.2     # a field that changes results
+    changed = local["root"] / "changed.yaml"
+    changed.write_text(yaml.safe_dump(grid, sort_keys=False))
+    base = [a if a != str(local["grid"]) else str(changed) for a in _local_args(local)]
+    plain = launch([*base, "--only", "nli-full", "--seeds", "0", "--dry-run"], local["env"])
+    assert re.search(r"nli-full\s+0\s+stale .*skip: stale \(re-run with --force\)", plain.stdout), plain.stdout
+    forced = launch([*base, "--only", "nli-full", "--seeds", "0", "--dry-run", "--force"], local["env"])
+    assert re.search(r"nli-full\s+0\s+stale .*submit$", forced.stdout, re.M), forced.stdout
+
+
+@pytest.mark.slow
+def test_usr2_checkpoints_requeues_and_resumes_to_the_same_metrics(local):
+    reference = metrics(local["results"], "nli-full", 0)
+    assert reference, "needs the local launch above"
+    results = local["root"] / "results-preempted"
+    log = local["root"] / "preempt.log"
+    proc = start_launch(_local_args(local, "--only", "nli-full", "--seeds", "0", results=results), local["env"], log)
+    try:
+        record = wait_until(lambda: latest_record(results, "nli-full", 0), 120, "the local job to start")
+        wait_until(lambda: "trainable parameters" in job_log(record), RUN_TIMEOUT_S, "training to start")
+        task = [p for p in descendants(int(record["job_id"])) if "submitit.core._submit" in cmdline(p)]
+        assert len(task) == 1, [cmdline(p) for p in descendants(int(record["job_id"]))]
+        os.kill(task[0], signal.SIGUSR2)        # what SLURM sends before preemption / the time limit
+        assert proc.wait(timeout=RUN_TIMEOUT_S) == 0, log.read_text()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    text = job_log(record)
+    assert "checkpoint saved after USR2" in text and "resumed from" in text, text
+    assert comparable(metrics(results, "nli-full", 0)) == pytest.approx(comparable(reference), rel=1e-6, abs=1e-9)

@@ -1,0 +1,159 @@
+"""End-to-end NLI runs on the tiny model: complete metrics.json, determinism, resume, clean failures."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+import hw5.train
+from hw5.__main__ import main
+from hw5.config import config_hash, resolve_config
+from hw5.run import run_experiment, run_status
+
+from conftest import REPO, fast_grid
+
+NLI = ["nli-full", "nli-freeze9", "nli-lastonly", "nli-first9", "nli-prune50"]
+TOP_KEYS = {"schema", "experiment", "task", "seed", "config", "config_hash", "classes", "val", "test",
+            "test_subsets", "history", "best_epoch", "params", "throughput", "peak_memory_mb",
+            "hyperparameters", "variant", "provenance"}
+SPLIT_KEYS = {"accuracy", "macro_f1", "weighted_f1", "uar", "per_class", "confusion_matrix", "report", "loss", "n"}
+HISTORY_KEYS = {"epoch", "train_loss", "train_acc", "val_loss", "val_acc", "val_macro_f1", "lr", "seconds",
+                "padding_share", "peak_memory_mb"}
+
+
+def run(name, seed, tmp_path, grid, **kw):
+    return run_experiment(name, seed, smoke=True, results_dir=tmp_path / "results", config_path=grid,
+                          checkpoint_dir=tmp_path / "ckpt" / f"{name}-{seed}", **kw)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", NLI)
+def test_each_experiment_writes_complete_metrics(name, tmp_path, data_dir, monkeypatch):
+    monkeypatch.setenv("HW5_DATA_DIR", str(data_dir))
+    grid = fast_grid(tmp_path)
+    m = run(name, 0, tmp_path, grid)
+    on_disk = json.loads((tmp_path / "results" / name / "seed-0" / "metrics.json").read_text())
+    assert on_disk == json.loads(json.dumps(m))
+    assert TOP_KEYS <= set(m) and SPLIT_KEYS <= set(m["test"]) and SPLIT_KEYS <= set(m["val"])
+    assert HISTORY_KEYS <= set(m["history"][0]) and m["best_epoch"] >= 1
+    assert m["config_hash"] == config_hash(resolve_config(name, True, grid))
+    assert m["test"]["n"] == 48 and sum(map(sum, m["test"]["confusion_matrix"])) == 48
+    assert set(m["test_subsets"]) == {"hard_hypothesis", "hard_overlap"}
+    assert m["throughput"]["unit"] == "tokens" and 0 <= m["throughput"]["padding_share"] < 1
+    assert m["provenance"]["versions"]["torch"] and m["provenance"]["host"]
+    params = m["params"]
+    if name == "nli-full":
+        assert params["trainable"] == params["total"]
+    elif name in ("nli-freeze9", "nli-lastonly"):
+        assert params["trainable"] < params["total"]
+    elif name == "nli-prune50":
+        assert all(len(h) == 6 for h in m["variant"]["removed_heads"].values())
+    elif name == "nli-first9":
+        assert m["variant"]["kept_layers"] == 9
+    for f in ("config.json", "history.json", "predictions.json"):
+        assert (tmp_path / "results" / name / "seed-0" / f).exists()
+    assert not (tmp_path / "ckpt" / f"{name}-0").exists()          # removed after success
+
+
+@pytest.mark.slow
+def test_same_seed_same_results_other_seed_differs(tmp_path, data_dir, monkeypatch):
+    monkeypatch.setenv("HW5_DATA_DIR", str(data_dir))
+    grid = fast_grid(tmp_path)
+    a = run("nli-prune50", 1, tmp_path / "a", grid)
+    b = run("nli-prune50", 1, tmp_path / "b", grid)
+    c = run("nli-prune50", 2, tmp_path / "c", grid)
+    assert a["history"][0]["train_loss"] == b["history"][0]["train_loss"]
+    assert a["test"] == b["test"] and a["variant"] == b["variant"]
+    assert a["history"][0]["train_loss"] != c["history"][0]["train_loss"]
+    assert a["variant"]["removed_heads"] != c["variant"]["removed_heads"]
+
+
+def strip_timing(m: dict) -> dict:
+    keep = ("train_loss", "train_acc", "val_loss", "val_acc", "val_macro_f1", "lr", "epoch")
+    return {"test": m["test"], "val": m["val"], "best_epoch": m["best_epoch"],
+            "history": [{k: row[k] for k in keep} for row in m["history"]]}
+
+
+@pytest.mark.slow
+def test_interrupted_run_resumes_to_the_same_metrics(tmp_path, data_dir, monkeypatch):
+    monkeypatch.setenv("HW5_DATA_DIR", str(data_dir))
+    grid = fast_grid(tmp_path, nli={"epochs": 2})
+    reference = run("nli-full", 0, tmp_path / "ref", grid)
+    from hw5.nli import NLIData
+    original, calls = NLIData.collate, {"n": 0}
+
+    def stop_at_step_8(self, indices, split):          # a "USR2" arriving mid-epoch 2
+        if split == "train":
+            calls["n"] += 1
+            if calls["n"] == 8:
+                hw5.train.STOP.set()
+        return original(self, indices, split)
+    monkeypatch.setattr(NLIData, "collate", stop_at_step_8)
+    try:
+        with pytest.raises(hw5.train.Interrupted, match="epoch 2 step 2"):
+            run("nli-full", 0, tmp_path / "x", grid)
+    finally:
+        hw5.train.STOP.clear()
+    assert (tmp_path / "x" / "ckpt" / "nli-full-0" / "last.pt").exists()
+    assert run_status("nli-full", 0, True, tmp_path / "x" / "results", grid) == "missing"
+    resumed = run("nli-full", 0, tmp_path / "x", grid)
+    assert strip_timing(resumed) == strip_timing(reference)
+
+
+@pytest.mark.slow
+def test_killed_process_resumes_to_the_same_metrics(tmp_path, data_dir):
+    grid = fast_grid(tmp_path, nli={"epochs": 2, "train_subset": 192, "checkpoint_every": 2})
+    env = {**os.environ, "HW5_DATA_DIR": str(data_dir), "PYTHONPATH": str(REPO), "HW5_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "hw5", "run", "nli-full", "--smoke", "--experiments", str(grid)]
+
+    def launch(where: Path):
+        return subprocess.Popen(cmd + ["--results", str(where / "results"), "--checkpoint-dir", str(where / "ckpt")],
+                                env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    assert launch(tmp_path / "ref").wait(timeout=300) == 0
+    proc = launch(tmp_path / "kill")
+    deadline = time.time() + 300
+    while not (tmp_path / "kill" / "ckpt" / "last.pt").exists():
+        assert proc.poll() is None and time.time() < deadline, "run ended before its first checkpoint"
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=30)
+    assert not (tmp_path / "kill" / "results" / "nli-full" / "seed-0" / "metrics.json").exists()
+    assert launch(tmp_path / "kill").wait(timeout=300) == 0
+    read = lambda p: json.loads((p / "results" / "nli-full" / "seed-0" / "metrics.json").read_text())
+    assert strip_timing(read(tmp_path / "kill")) == strip_timing(read(tmp_path / "ref"))
+
+
+def test_checkpoint_of_another_config_is_ignored(tmp_path, capsys):
+    from hw5.checkpoint import Checkpointer
+    import torch
+    model = torch.nn.Linear(2, 2)
+    opt = torch.optim.AdamW(model.parameters())
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 1.0)
+    Checkpointer(tmp_path, "aaaaaaaa").save(model, opt, sched, {"epoch": 1})
+    assert Checkpointer(tmp_path, "aaaaaaaa").load()["state"] == {"epoch": 1}
+    assert Checkpointer(tmp_path, "bbbbbbbb").load() is None
+    assert "config hash aaaaaaaa != bbbbbbbb" in capsys.readouterr().err
+    (tmp_path / "last.pt").write_bytes(b"not a checkpoint")
+    assert Checkpointer(tmp_path, "aaaaaaaa").load() is None
+    assert "ignoring unreadable checkpoint" in capsys.readouterr().err
+
+
+def test_bad_csv_fails_cleanly_with_no_partial_result(tmp_path, data_dir, capsys):
+    bad = tmp_path / "data" / "farstail"
+    bad.mkdir(parents=True)
+    for name in ("Val-word.csv", "Test-word.csv"):
+        (bad / name).write_bytes((data_dir / "farstail" / name).read_bytes())
+    lines = (data_dir / "farstail" / "Train-word.csv").read_text(encoding="utf-8").splitlines()
+    lines[5] = lines[5].rsplit("\t", 1)[0] + "\tentails"
+    (bad / "Train-word.csv").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    code = main(["run", "nli-full", "--smoke", "--data-dir", str(tmp_path / "data"),
+                 "--results", str(tmp_path / "results"), "--experiments", str(fast_grid(tmp_path))])
+    err = capsys.readouterr().err
+    assert code == 2 and "Train-word.csv:6: unknown label 'entails'" in err and "Traceback" not in err
+    assert not (tmp_path / "results").exists()

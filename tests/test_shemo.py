@@ -1,0 +1,227 @@
+"""ShEMO names, the corpus listing and `hw5 prepare ser` (small zips, a local HTTP server)."""
+from __future__ import annotations
+
+import csv
+import functools
+import http.server
+import json
+import threading
+import zipfile
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from hw5.data.shemo import (EMOTIONS, DataError, list_corpus,
+                            load_modified_labels, parse_shemo_name, prepare_shemo, read_files_table)
+
+SHARED = Path(__file__).resolve().parents[2] / "shared" / "data" / "shemo"
+SMALL = {"female": ["F01A01.wav", "F01F01.wav", "F02N03.wav"], "male": ["M01H01.wav", "M03W02.wav"]}
+
+
+def test_every_release_name_parses_to_its_metadata():
+    rows = read_files_table()
+    parsed = [parse_shemo_name(row["wav"]) for row in rows]
+    for row, clip in zip(rows, parsed):
+        assert (clip.speaker, clip.gender, clip.emotion) == (row["speaker"], row["gender"],
+                                                             row["emotion_filename"])
+    # the release's numbers as documented in shared/data/shemo/SOURCE.md
+    assert Counter(c.emotion for c in parsed) == {"anger": 1059, "neutral": 1028, "sadness": 449,
+                                                  "surprise": 225, "happiness": 201, "fear": 38}
+    assert Counter(c.gender for c in parsed) == {"female": 1263, "male": 1737}
+    assert len({c.speaker for c in parsed}) == 87
+    assert parse_shemo_name("M12W07.wav").index == 7
+
+
+@pytest.mark.skipif(not (SHARED / "shemo_files.csv").is_file(), reason="shared metadata not here")
+def test_packaged_table_is_the_shared_metadata():
+    with open(SHARED / "shemo_files.csv", newline="", encoding="utf-8") as fh:
+        shared = [(r["wav"], r["speaker"], r["gender"], r["emotion_filename"]) for r in csv.DictReader(fh)]
+    packaged = [(r["wav"], r["speaker"], r["gender"], r["emotion_filename"]) for r in read_files_table()]
+    assert packaged == shared
+
+
+@pytest.mark.parametrize("name", ["F01A01.mp3", "X01A01.wav", "F1A01.wav", "F01B01.wav",
+                                  "f01a01.wav", "F01A01.wav.bak", "F01A001.wav", ""])
+def test_bad_names_are_rejected_with_the_name(name):
+    with pytest.raises(DataError, match="not a ShEMO file name") as info:
+        parse_shemo_name(name)
+    assert name in str(info.value)
+
+
+def _tree(root: Path, names: dict[str, list[str]]) -> Path:
+    for gender, files in names.items():
+        (root / gender).mkdir(parents=True, exist_ok=True)
+        for name in files:
+            (root / gender / name).write_bytes(b"RIFF")   # listing never decodes
+    return root
+
+
+def test_list_corpus_labels_and_paths(tmp_path):
+    clips = list_corpus(_tree(tmp_path / "shemo", SMALL))
+    assert [c.name for c in clips] == sorted(SMALL["female"] + SMALL["male"])
+    first = clips[0]
+    assert (first.label, first.label_index, first.speaker) == ("anger", 0, "F01")
+    assert Path(first.path) == tmp_path / "shemo" / "female" / "F01A01.wav"
+    assert {c.label for c in clips} == {"anger", "fear", "neutral", "happiness", "surprise"}
+
+
+def test_list_corpus_reports_every_odd_file_at_once(tmp_path):
+    root = _tree(tmp_path / "shemo", {"female": ["F01A01.wav", "M02A01.wav", "notes.txt",
+                                                 "F01X01.wav"], "male": ["M01H01.wav"]})
+    with pytest.raises(DataError) as info:
+        list_corpus(root)
+    message = str(info.value)
+    assert "3 problem(s)" in message
+    assert "female/M02A01.wav" in message and "move it to male/" in message
+    assert "female/notes.txt: not a .wav file" in message
+    assert "female/F01X01.wav: not a ShEMO name" in message
+
+
+def test_list_corpus_missing_folder_and_missing_files(tmp_path):
+    with pytest.raises(DataError, match="male: folder missing"):
+        list_corpus(_tree(tmp_path / "a", {"female": ["F01A01.wav"]}))
+    with pytest.raises(DataError, match="hw5 prepare ser"):
+        list_corpus(tmp_path / "nowhere")
+    with pytest.raises(DataError, match="2995 of 3000 expected file") as info:
+        list_corpus(_tree(tmp_path / "b", SMALL), expect_full=True)
+    assert "missing: F01A02.wav" in str(info.value)
+
+
+def test_modified_labels_switch(tmp_path):
+    root = _tree(tmp_path / "shemo", SMALL)
+    entries = {name: {"emotion": "neutral" if name == "F01A01.wav" else parse_shemo_name(name).emotion}
+               for names in SMALL.values() for name in names}
+    (root / "modified_shemo.json").write_text(json.dumps(entries), encoding="utf-8")
+    by_name = {c.name: c for c in list_corpus(root, label_source="modified")}
+    assert (by_name["F01A01.wav"].emotion, by_name["F01A01.wav"].label) == ("anger", "neutral")
+    assert by_name["M03W02.wav"].label == "surprise"
+    del entries["M01H01.wav"]
+    (tmp_path / "partial.json").write_text(json.dumps(entries), encoding="utf-8")
+    with pytest.raises(DataError, match="no Modified-ShEMO label for 1 clip"):
+        list_corpus(root, label_source="modified", modified_path=tmp_path / "partial.json")
+    with pytest.raises(DataError, match="copy modified_shemo.json"):
+        list_corpus(root, label_source="modified", modified_path=tmp_path / "absent.json")
+    with pytest.raises(DataError, match="label_source 'other'"):
+        list_corpus(root, label_source="other")
+
+
+@pytest.mark.skipif(not (SHARED / "modified_shemo.json").is_file(), reason="shared metadata not here")
+def test_real_modified_labels_relabel_163_files():
+    modified = load_modified_labels(SHARED / "modified_shemo.json")
+    official = {r["wav"]: r["emotion_filename"] for r in read_files_table()}
+    assert set(modified) == set(official)
+    assert sum(modified[n] != official[n] for n in official) == 163
+    assert set(modified.values()) == set(EMOTIONS)
+
+
+# ------------------------------------------------------------------ prepare (zips, download)
+def _zip(path: Path, gender: str, names: list[str], prefix: str = "") -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with zipfile.ZipFile(path, "w") as archive:
+        archive.writestr(f"{prefix}{gender}/", "")
+        for name in names:
+            archive.writestr(f"{prefix}{gender}/{name}", f"audio of {name}")
+        archive.writestr(f"__MACOSX/{gender}/._{names[0]}", "resource fork")
+    return path
+
+
+def _release(folder: Path) -> Path:
+    for gender, names in SMALL.items():
+        _zip(folder / f"{gender}.zip", gender, names)
+    return folder
+
+
+EXPECTED = SMALL["female"] + SMALL["male"]
+
+
+def _leftovers(data_dir: Path) -> list[str]:
+    return sorted(p.name for p in (data_dir / "shemo").glob("*")) if (data_dir / "shemo").exists() else []
+
+
+def test_prepare_from_a_folder_of_zips_then_reuse(tmp_path):
+    data = tmp_path / "data"
+    counts = prepare_shemo(data, zips_from=_release(tmp_path / "zips"), expected=EXPECTED)
+    assert counts == {"female": 3, "male": 2}
+    assert (data / "shemo" / "female" / "F02N03.wav").read_text() == "audio of F02N03.wav"
+    assert [c.name for c in list_corpus(data / "shemo")] == sorted(EXPECTED)
+    assert _leftovers(data) == ["female", "male"]          # no staging folder, no OS metadata
+    # prepared already: no zips needed the second time
+    assert prepare_shemo(data, zips_from=tmp_path / "gone", expected=EXPECTED) == counts
+
+
+def test_prepare_names_missing_zips_and_files(tmp_path):
+    zips = tmp_path / "zips"
+    _zip(zips / "female.zip", "female", SMALL["female"])
+    with pytest.raises(DataError, match="male.zip"):
+        prepare_shemo(tmp_path / "data", zips_from=zips, expected=EXPECTED)
+    _zip(zips / "male.zip", "male", SMALL["male"][:1])
+    with pytest.raises(DataError, match="1 of 5 expected file") as info:
+        prepare_shemo(tmp_path / "data", zips_from=zips, expected=EXPECTED)
+    assert "missing: M03W02.wav" in str(info.value)
+    assert _leftovers(tmp_path / "data") == []             # nothing half-unpacked
+
+
+def test_prepare_rejects_corrupt_and_unsafe_zips(tmp_path):
+    zips = _release(tmp_path / "zips")
+    whole = (zips / "male.zip").read_bytes()
+    (zips / "male.zip").write_bytes(whole[: len(whole) // 2])
+    with pytest.raises(DataError, match="corrupt or truncated zip") as info:
+        prepare_shemo(tmp_path / "data", zips_from=zips, expected=EXPECTED)
+    assert "male.zip" in str(info.value)
+    assert _leftovers(tmp_path / "data") == []
+    _zip(zips / "male.zip", "male", SMALL["male"], prefix="../../")
+    with pytest.raises(DataError, match="unsafe member path"):
+        prepare_shemo(tmp_path / "data", zips_from=zips, expected=EXPECTED)
+    assert not list(tmp_path.glob("**/M01H01.wav"))        # nothing written anywhere
+    _zip(zips / "male.zip", "male", ["F05A01.wav"])
+    with pytest.raises(DataError, match="not a male ShEMO WAV"):
+        prepare_shemo(tmp_path / "data", zips_from=zips, expected=EXPECTED)
+
+
+def test_prepare_checks_checksums(tmp_path):
+    zips = _release(tmp_path / "zips")
+    with pytest.raises(DataError, match="sha256 does not match"):
+        prepare_shemo(tmp_path / "data", zips_from=zips, expected=EXPECTED,
+                      checksums={"female.zip": "0" * 64})
+
+
+class _QuietHandler(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture
+def http_base(tmp_path):
+    """A real HTTP server on 127.0.0.1 serving the small release zips."""
+    root = _release(tmp_path / "served")
+    server = http.server.ThreadingHTTPServer(
+        ("127.0.0.1", 0), functools.partial(_QuietHandler, directory=str(root)))
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}", root
+    server.shutdown()
+    server.server_close()
+
+
+def test_prepare_downloads_from_a_base_url(tmp_path, http_base):
+    base, _ = http_base
+    data = tmp_path / "data"
+    assert prepare_shemo(data, url=base + "/", expected=EXPECTED) == {"female": 3, "male": 2}
+    assert (data / "downloads" / "male.zip").is_file()
+    assert not list((data / "downloads").glob(".*partial"))
+
+
+def test_prepare_downloads_from_env_url_and_fails_clearly(tmp_path, http_base, monkeypatch):
+    base, served = http_base
+    (served / "male.zip").write_bytes(b"PK\x03\x04 not really a zip")
+    monkeypatch.setenv("HW5_SHEMO_URL", base)
+    with pytest.raises(DataError, match="corrupt or truncated zip"):
+        prepare_shemo(tmp_path / "data", expected=EXPECTED)
+    assert _leftovers(tmp_path / "data") == []
+    monkeypatch.setenv("HW5_SHEMO_URL", base + "/missing")
+    with pytest.raises(DataError, match="could not download .*missing/female.zip .*offline"):
+        prepare_shemo(tmp_path / "other", expected=EXPECTED)
+    with pytest.raises(DataError, match="could not download") as info:
+        prepare_shemo(tmp_path / "other", url="http://127.0.0.1:9", expected=EXPECTED)
+    assert "\n" not in str(info.value)

@@ -1,0 +1,173 @@
+"""jobs/launch.py against a REAL SLURM cluster (slurm/local_cluster.sh start): arrays, status while
+jobs run, no double submission, a failing run's traceback, --retry-failed, preemption with USR2.
+
+Skipped with a reason when no cluster answers; a failure instead when HW5_REQUIRE_SLURM=1 (CI).
+The tests share one cluster and run in file order (later ones build on the grid launched first).
+"""
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from launch_support import (BROKEN, comparable, farstail_dir, job_log, latest_record, launch, launcher_env,
+                            metrics, records, scratch_dir, start_launch, wait_until, write_grid)
+
+pytestmark = pytest.mark.slurm
+DEFAULT_CONF = Path(os.environ.get("SLURM_PREFIX", "/tmp/hw5-slurm")) / "etc" / "slurm.conf"
+RUN_TIMEOUT_S = 300     # one smoke run on a busy 2-core machine, with margin
+
+
+def _cluster_problem() -> str | None:
+    if shutil.which("sbatch") is None:
+        return "sbatch not found"
+    try:
+        ping = subprocess.run(["scontrol", "ping"], capture_output=True, text=True, timeout=15)
+        acct = subprocess.run(["sacct", "-n", "-X", "-S", "now"], capture_output=True, text=True, timeout=15)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return f"scontrol/sacct did not answer ({exc})"
+    if "UP" not in ping.stdout:
+        return f"slurmctld is not up ({ping.stdout.strip() or ping.stderr.strip()})"
+    if acct.returncode != 0:
+        return f"sacct fails (slurmdbd down?): {acct.stderr.strip()}"
+    return None
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    if "SLURM_CONF" not in os.environ and DEFAULT_CONF.exists():
+        os.environ["SLURM_CONF"] = str(DEFAULT_CONF)
+    problem = _cluster_problem()
+    data = farstail_dir()
+    if data is None:
+        problem = problem or "FarsTail not found (set HW5_DATA_DIR to a folder holding farstail/)"
+    if problem:
+        message = f"no usable SLURM cluster: {problem}; start one: bash slurm/local_cluster.sh start"
+        if os.environ.get("HW5_REQUIRE_SLURM") == "1":
+            pytest.fail(message + " (HW5_REQUIRE_SLURM=1)")
+        pytest.skip(message)
+    with scratch_dir("hw5-slurm-test-") as root:
+        env = launcher_env(Path(os.environ.get("HW5_CACHE_DIR", root / "cache")), data)
+        grid = write_grid(root / "experiments.yaml")
+        base = ["--smoke", "--experiments", str(grid), "--cluster", "slurm", "--checkpoints", str(root / "ckpt")]
+        yield {"root": root, "env": env, "base": base, "results": root / "results"}
+        _cancel_leftovers(root)
+
+
+def _cancel_leftovers(root: Path) -> None:
+    """Cancel this module's jobs still queued (a failed test must not leave work on the cluster)."""
+    ours = {r["job_id"] for results in root.glob("results*") for r in records(results)}
+    left = [j for j in _job_ids() if j in ours]
+    if left:
+        subprocess.run(["scancel", *left], timeout=30)
+        wait_until(lambda: not _queued(left), 60, "cancelled jobs to leave", poll=1)
+
+
+def _args(cluster, *extra, results=None):
+    return [*cluster["base"], "--results", str(results or cluster["results"]), *extra]
+
+
+def _job_ids() -> list[str]:
+    """Every job id SLURM knows now (array tasks one by one)."""
+    out = subprocess.run(["squeue", "-h", "-r", "-o", "%i"], capture_output=True, text=True, timeout=30)
+    return out.stdout.split()
+
+
+def _queued(job_ids: list[str]) -> list[str]:
+    return [j for j in _job_ids() if j in job_ids]
+
+
+def _wait_jobs_gone(job_ids: list[str], timeout: float = RUN_TIMEOUT_S) -> None:
+    wait_until(lambda: not _queued(job_ids), timeout, f"jobs {job_ids} to leave the queue", poll=2)
+
+
+def _status_rows(output: str) -> dict[tuple, str]:
+    rows = {}
+    for line in output.splitlines():
+        m = re.match(r"^(\S+)\s+(\d+)\s+(done|running|pending|failed|missing|stale|unknown)\s", line)
+        if m:
+            rows[(m.group(1), int(m.group(2)))] = m.group(3)
+    return rows
+
+
+def test_dry_run_submits_nothing(cluster):
+    before = _job_ids()
+    out = launch(_args(cluster, "--all", "--only", "nli-full", "--seeds", "0,1", "--dry-run"), cluster["env"])
+    assert out.returncode == 0, out.stdout
+    assert "dry run: nothing submitted" in out.stdout and out.stdout.count("submit\n") == 2, out.stdout
+    assert records(cluster["results"]) == []
+    assert _job_ids() == before
+
+
+def test_launch_submits_an_array_once_and_reports_status(cluster):
+    only = ["--all", "--only", f"nli-full,{BROKEN}", "--seeds", "0,1"]
+    # two launchers started at once (the lock): exactly one submits, the other finds the runs queued
+    started = time.time()
+    logs = [cluster["root"] / f"launch{i}.log" for i in range(2)]
+    procs = [start_launch(_args(cluster, *only), cluster["env"], log) for log in logs]
+    assert [p.wait(timeout=120) for p in procs] == [0, 0], [log.read_text() for log in logs]
+    assert time.time() - started < 90, "submission must not wait for the jobs"
+    outputs = [log.read_text() for log in logs]
+    assert sorted("nothing to submit" in o for o in outputs) == [False, True], outputs
+    array = re.search(r"submitted 4 run\(s\) as SLURM job (\d+)", "".join(outputs))
+    assert array, outputs
+    ids = [r["job_id"] for r in records(cluster["results"])]
+    assert sorted(ids) == [f"{array.group(1)}_{i}" for i in range(4)]
+
+    # while the array runs: every run is pending or running, and a second launch submits nothing
+    status = launch(_args(cluster, "--status", *only), cluster["env"])
+    assert set(_status_rows(status.stdout).values()) <= {"pending", "running", "done", "failed"}, status.stdout
+    assert any(s in ("pending", "running") for s in _status_rows(status.stdout).values()), status.stdout
+    again = launch(_args(cluster, *only), cluster["env"])
+    assert again.returncode == 0 and "nothing to submit" in again.stdout, again.stdout
+    assert len(records(cluster["results"])) == 4
+
+    _wait_jobs_gone(ids)
+    for seed in (0, 1):
+        assert metrics(cluster["results"], "nli-full", seed)["seed"] == seed
+        assert metrics(cluster["results"], BROKEN, seed) is None
+    final = launch(_args(cluster, "--status", *only), cluster["env"])
+    assert _status_rows(final.stdout) == {("nli-full", 0): "done", ("nli-full", 1): "done",
+                                          (BROKEN, 0): "failed", (BROKEN, 1): "failed"}, final.stdout
+    assert "keep_first_layers" in final.stdout and "Traceback" in final.stdout, final.stdout
+    third = launch(_args(cluster, *only), cluster["env"])
+    assert "nothing to submit" in third.stdout, third.stdout
+
+
+def test_retry_failed_resubmits_only_the_failed_runs(cluster):
+    before = records(cluster["results"])
+    assert {(r["experiment"], r["seed"]) for r in before} >= {(BROKEN, 0), (BROKEN, 1)}, "needs the test above"
+    out = launch(_args(cluster, "--retry-failed", "--only", f"nli-full,{BROKEN}", "--seeds", "0,1"), cluster["env"])
+    assert out.returncode == 0 and "submitted 2 run(s)" in out.stdout, out.stdout
+    new = records(cluster["results"])[len(before):]
+    assert sorted((r["experiment"], r["seed"]) for r in new) == [(BROKEN, 0), (BROKEN, 1)]
+    assert not {r["job_id"] for r in new} & {r["job_id"] for r in before}
+    status = launch(_args(cluster, "--status", "--only", f"nli-full,{BROKEN}", "--seeds", "0,1"), cluster["env"])
+    rows = _status_rows(status.stdout)
+    assert rows[("nli-full", 0)] == rows[("nli-full", 1)] == "done", status.stdout
+    assert rows[(BROKEN, 0)] in ("pending", "running", "failed"), status.stdout
+
+
+def test_preempted_job_requeues_and_matches_an_uninterrupted_run(cluster):
+    reference = metrics(cluster["results"], "nli-full", 0)
+    assert reference, "needs nli-full seed 0 from test_launch_submits_an_array_and_reports_status"
+    results = cluster["root"] / "results-preempted"
+    out = launch(_args(cluster, "--only", "nli-full", "--seeds", "0", results=results), cluster["env"])
+    assert out.returncode == 0, out.stdout
+    record = latest_record(results, "nli-full", 0)
+    # signal once training has begun: the handler is installed and the loop checks STOP every step
+    wait_until(lambda: "trainable parameters" in job_log(record), RUN_TIMEOUT_S, "training to start")
+    subprocess.run(["scancel", "--signal=USR2", record["job_id"]], check=True, timeout=30)
+    _wait_jobs_gone([record["job_id"]], timeout=RUN_TIMEOUT_S + 60)
+    log = job_log(record)
+    assert "checkpoint saved after USR2" in log and "resumed from" in log, log
+    assert "restart 1" in log, log    # the same SLURM job ran again (requeued), not a new one
+    resumed = metrics(results, "nli-full", 0)
+    assert resumed, log
+    assert resumed["config_hash"] == reference["config_hash"]
+    assert comparable(resumed) == pytest.approx(comparable(reference), rel=1e-6, abs=1e-9)
