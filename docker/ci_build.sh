@@ -185,6 +185,7 @@ lint_dockerfile
 start_engine
 ensure_base
 build_image
+write_summary   # image facts first, so a failing smoke run still leaves them for inspection
 run_checks
 write_summary
 "$DOCKER" image prune -f >/dev/null   # old builds' untagged layers; the build cache stays

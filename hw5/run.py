@@ -91,7 +91,8 @@ def run(cfg: TrainConfig, seed: int, out_dir: Path, experiment: str = "", smoke:
     model.to(device)
     print(f"{experiment or cfg.task} seed {seed} [{chash}] on {device}: "
           f"{count_parameters(model)['trainable']:,} trainable parameters", flush=True)
-    loss_weights = task.loss_weights(data, cfg).to(device) if hasattr(task, "loss_weights") else None
+    weights = task.loss_weights(data, cfg) if hasattr(task, "loss_weights") else None
+    loss_weights = None if weights is None else weights.to(device)
     ckpt = Checkpointer(checkpoint_dir or out_dir / ".checkpoint", chash)
     result = fit(model, data, cfg, ckpt, device, loss_weights)
     model.load_state_dict(result.best_state)
@@ -100,6 +101,8 @@ def run(cfg: TrainConfig, seed: int, out_dir: Path, experiment: str = "", smoke:
     metrics = _metrics(cfg, experiment, seed, smoke, chash, data, val, test, result, model, variant, device)
     metrics.update(task.extra_metrics(data, test))
     metrics["provenance"] = {**prov, "finished": now_iso(), "wall_seconds": time.perf_counter() - started}
+    if hasattr(task, "write_artifacts"):
+        task.write_artifacts(data, out_dir)
     _write_outputs(out_dir, cfg, metrics, val, test, data)
     if not keep_checkpoints:
         ckpt.clear()

@@ -170,7 +170,8 @@ def plan(runs: list[Run], args: argparse.Namespace) -> list[tuple[Run, str]]:
 
 
 def print_table(runs: list[Run], actions: dict[tuple, str] | None = None) -> None:
-    print(f"{'experiment':<18} {'seed':>4}  {'state':<8} {'job':<12} {'config':<8}  {'action' if actions else 'detail'}")
+    last = "action" if actions else "detail"
+    print(f"{'experiment':<18} {'seed':>4}  {'state':<8} {'job':<12} {'config':<8}  {last}")
     for run in runs:
         job = run.record.job_id if run.record else "-"
         extra = actions[run.key] if actions else _first_line(run.detail)
@@ -193,7 +194,8 @@ def print_failures(runs: list[Run], ledger: Ledger) -> None:
 
 def pick_cluster(requested: str) -> str:
     if requested == "slurm" and shutil.which("sbatch") is None:
-        fail("--cluster slurm: sbatch not found (on a login node? or start one: bash slurm/local_cluster.sh start)")
+        fail("--cluster slurm: sbatch not found (run on a login node, or start one: "
+             "bash slurm/local_cluster.sh start)")
     if requested != "auto":
         return requested
     if shutil.which("sbatch") is None:

@@ -169,6 +169,29 @@ def test_a_second_launcher_waits_for_the_lock(tmp_path):
     assert "dry run: nothing submitted" in (tmp_path / "launch.log").read_text()
 
 
+# ---------------------------------------------------------------- prefetch
+
+def test_prefetch_skips_tiny_models_and_prepares_the_data(tmp_path):
+    data = farstail_dir()
+    if data is None:
+        pytest.skip("FarsTail not found: set HW5_DATA_DIR to a folder holding farstail/")
+    grid = write_grid(tmp_path / "experiments.yaml")
+    out = launch(["--prefetch", "--only", "nli-full", "--smoke", "--experiments", str(grid), "--data-dir", str(data)],
+                 launcher_env(tmp_path / "cache", data), timeout=300)
+    assert out.returncode == 0, out.stdout
+    assert "model tiny: built locally by the job" in out.stdout
+    assert f"FarsTail ready in {data / 'farstail'}" in out.stdout and "prefetch done" in out.stdout
+
+
+def test_prefetch_without_the_hub_names_the_model_and_the_fix(tmp_path):
+    data = farstail_dir() or tmp_path
+    env = {**launcher_env(tmp_path / "cache", data), "HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf")}
+    out = launch(["--prefetch", "--only", "nli-full", "--data-dir", str(data)], env, timeout=300)
+    assert out.returncode == 1, out.stdout
+    assert "model HooshvareLab/bert-base-parsbert-uncased: download failed" in out.stdout, out.stdout
+    assert "fix: run --prefetch where the hub is reachable" in out.stdout and "prefetch incomplete" in out.stdout
+
+
 # ---------------------------------------------------------------- the local executor (make demo)
 
 @pytest.fixture(scope="module")

@@ -139,18 +139,19 @@ def test_launch_submits_an_array_once_and_reports_status(cluster):
     assert "nothing to submit" in third.stdout, third.stdout
 
 
-def test_retry_failed_resubmits_only_the_failed_runs(cluster):
+def test_retry_failed_resubmits_only_the_failed_runs_and_wait_blocks(cluster):
     before = records(cluster["results"])
     assert {(r["experiment"], r["seed"]) for r in before} >= {(BROKEN, 0), (BROKEN, 1)}, "needs the test above"
-    out = launch(_args(cluster, "--retry-failed", "--only", f"nli-full,{BROKEN}", "--seeds", "0,1"), cluster["env"])
-    assert out.returncode == 0 and "submitted 2 run(s)" in out.stdout, out.stdout
+    only = ["--only", f"nli-full,{BROKEN}", "--seeds", "0,1"]
+    out = launch(_args(cluster, "--retry-failed", "--wait", *only), cluster["env"], timeout=RUN_TIMEOUT_S)
+    assert "submitted 2 run(s)" in out.stdout, out.stdout
     new = records(cluster["results"])[len(before):]
     assert sorted((r["experiment"], r["seed"]) for r in new) == [(BROKEN, 0), (BROKEN, 1)]
     assert not {r["job_id"] for r in new} & {r["job_id"] for r in before}
-    status = launch(_args(cluster, "--status", "--only", f"nli-full,{BROKEN}", "--seeds", "0,1"), cluster["env"])
-    rows = _status_rows(status.stdout)
-    assert rows[("nli-full", 0)] == rows[("nli-full", 1)] == "done", status.stdout
-    assert rows[(BROKEN, 0)] in ("pending", "running", "failed"), status.stdout
+    # --wait returned only once the jobs ended, with exit code 1 because they failed again
+    assert out.returncode == 1 and not _queued([r["job_id"] for r in new]), out.stdout
+    assert _status_rows(out.stdout) == {("nli-full", 0): "done", ("nli-full", 1): "done",
+                                        (BROKEN, 0): "failed", (BROKEN, 1): "failed"}, out.stdout
 
 
 def test_preempted_job_requeues_and_matches_an_uninterrupted_run(cluster):
