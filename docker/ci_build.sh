@@ -111,8 +111,12 @@ ensure_base() {
 
 build_image() {
     local sha dirty version s
-    sha=$(git -C "$REPO" rev-parse --verify -q HEAD) || sha=unknown   # unknown: no commit yet
-    dirty=$([ -n "$(git -C "$REPO" status --porcelain 2>/dev/null)" ] && echo true || echo false)
+    dirty=unknown   # unknown: no commit yet, or a copy of the tree without .git
+    if sha=$(git -C "$REPO" rev-parse --verify -q HEAD 2>/dev/null); then
+        dirty=$([ -n "$(git -C "$REPO" status --porcelain --untracked-files=no)" ] && echo true || echo false)
+    else
+        sha=unknown
+    fi
     version=$(python3 -c 'import sys, tomllib; print(tomllib.load(open(sys.argv[1], "rb"))["project"]["version"])' "$REPO/pyproject.toml")
     s=$(date +%s.%N)
     DOCKER_BUILDKIT=1 "$DOCKER" build --progress=plain --network host -f "$REPO/docker/Dockerfile" -t "$IMG" \

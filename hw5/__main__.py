@@ -15,14 +15,8 @@ from pathlib import Path
 
 def _user_errors() -> tuple[type[BaseException], ...]:
     from hw5.config import ConfigError
-    from hw5.data.farstail import DataError
-    errors: list[type[BaseException]] = [ConfigError, DataError]
-    try:
-        from hw5.data.shemo import DataError as ShemoDataError
-        errors.append(ShemoDataError)
-    except ImportError:
-        pass
-    return tuple(errors)
+    from hw5.errors import DataError
+    return ConfigError, DataError
 
 
 def parser() -> argparse.ArgumentParser:

@@ -104,6 +104,16 @@ def test_dry_run_submits_nothing(cluster):
     assert _job_ids() == before
 
 
+def test_a_refused_submission_is_one_error_and_records_nothing(cluster):
+    profile = cluster["root"] / "bad.yaml"
+    profile.write_text("slurm:\n  partition: nosuchpartition  # not on this cluster\n")
+    out = launch(_args(cluster, "--only", "nli-full", "--seeds", "0", "--profile", str(profile),
+                       results=cluster["root"] / "results-refused"), cluster["env"])
+    assert out.returncode == 1, out.stdout
+    assert "sbatch refused the submission" in out.stdout and "invalid partition" in out.stdout.lower(), out.stdout
+    assert records(cluster["root"] / "results-refused") == []
+
+
 def test_launch_submits_an_array_once_and_reports_status(cluster):
     only = ["--all", "--only", f"nli-full,{BROKEN}", "--seeds", "0,1"]
     # two launchers started at once (the lock): exactly one submits, the other finds the runs queued

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from hw5.io import atomic_path
+from hw5.errors import DataError
 
 SPLITS = {"train": "Train-word.csv", "val": "Val-word.csv", "test": "Test-word.csv"}
 LABELS = {"c": "contradiction", "e": "entailment", "n": "neutral"}
@@ -28,10 +29,6 @@ SHA256 = {
     "Test-word.csv": "d0dd25408036e5dd8587a8e0d98585b46b4a7d0057fece0992fb8d490ad44f4f",
 }
 HARD_COLUMNS = {"hard(hypothesis)": "hard_hypothesis", "hard(overlap)": "hard_overlap"}
-
-
-class DataError(ValueError):
-    """A user-facing data problem; str() names the file and the fix."""
 
 
 @dataclass

@@ -24,6 +24,8 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Iterable
 
+from hw5.errors import DataError
+
 EMOTIONS = ("anger", "fear", "happiness", "neutral", "sadness", "surprise")  # class index order
 EMOTION_LETTERS = {"A": "anger", "F": "fear", "H": "happiness", "N": "neutral", "S": "sadness",
                    "W": "surprise"}
@@ -44,10 +46,6 @@ DEFAULT_ZIP_URLS = {
 SHEMO_SHA256: dict[str, str] = {}
 _NAME_RE = re.compile(r"([FM])(\d{2})([AFHNSW])(\d{2})\.wav")
 _MAX_LISTED = 20   # problem lines shown in one error before "... and N more"
-
-
-class DataError(ValueError):
-    """A user-facing data problem; str() is the whole message (file names and the fix)."""
 
 
 @dataclass(frozen=True)

@@ -14,8 +14,8 @@ from typing import Sequence
 
 import numpy as np
 
-from hw5.io import write_json_atomic
 from hw5.data.shemo import DataError
+from hw5.io import write_json_atomic
 
 FRACTIONS = (0.8, 0.1, 0.1)   # train / val / test shares (the study's 80/10/10)
 PART_NAMES = ("train", "val", "test")

@@ -29,6 +29,7 @@ import numpy as np
 import soundfile as sf
 import soxr
 
+from hw5.data.audio import progress
 from hw5.data.shemo import EMOTIONS, PACKAGE_FILES_CSV, DataError, read_files_table
 
 SAMPLE_RATE = 44100          # ShEMO's rate
@@ -244,10 +245,11 @@ def _write_all(rows: list[dict], folder: Path, seed: int, durations: str, worker
     tasks = [(row, str(folder), seed, durations) for row in rows]
     started = time.perf_counter()
     if workers == 1:
-        seconds = sum(map(_write_clip, tasks))
+        seconds = sum(progress(map(_write_clip, tasks), len(tasks), "synthesizing"))
     else:
         with ProcessPoolExecutor(workers) as pool:
-            seconds = sum(pool.map(_write_clip, tasks, chunksize=16))
+            seconds = sum(progress(pool.map(_write_clip, tasks, chunksize=16), len(tasks),
+                                   "synthesizing"))
     print(f"synthetic corpus: {len(rows)} clips ({seconds / 60:.1f} min of audio) in "
           f"{time.perf_counter() - started:.1f} s with {workers} process(es)", file=sys.stderr)
     return seconds

@@ -63,6 +63,17 @@ class SERClassifier(nn.Module):
         frames = self.encoder(input_values, attention_mask=attention_mask).last_hidden_state
         return self.pool(frames, self.frame_mask(frames.shape[1], attention_mask))
 
+    def cnn_features(self, input_values: torch.Tensor) -> torch.Tensor:
+        """The (frozen) CNN's output (B, frames, conv_dim): computable once per clip, unpadded."""
+        return self.encoder.feature_extractor(input_values).transpose(1, 2)
+
+    def embed_features(self, features: torch.Tensor, frame_mask: torch.Tensor) -> torch.Tensor:
+        """The transformer part of HubertModel.forward on CNN features, then our pooling."""
+        enc = self.encoder
+        hidden = enc._mask_hidden_states(enc.feature_projection(features))   # SpecAugment in train mode
+        frames = enc.encoder(hidden, attention_mask=frame_mask.bool()).last_hidden_state
+        return self.pool(frames, frame_mask)
+
     def forward(self, input_values: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         return self.head(self.dropout(self.embed(input_values, attention_mask)))
 

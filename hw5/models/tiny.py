@@ -24,7 +24,7 @@ TINY_BERT = dict(vocab_size=4000, hidden_size=48, num_hidden_layers=12, num_atte
 TINY_HUBERT = dict(hidden_size=64, num_hidden_layers=2, num_attention_heads=2, intermediate_size=128,
                    conv_dim=(32, 32, 32), conv_kernel=(10, 8, 8), conv_stride=(5, 8, 8),
                    feat_extract_norm="group", num_conv_pos_embeddings=16, num_conv_pos_embedding_groups=4,
-                   mask_time_prob=0.0, do_stable_layer_norm=False)
+                   mask_time_prob=0.0, do_stable_layer_norm=False, layerdrop=0.0)
 
 
 def _build_once(root: Path, spec: dict, build: Callable[[Path], None]) -> Path:

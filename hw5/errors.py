@@ -1,0 +1,6 @@
+"""User-facing errors: str() is the whole message (the file, what is wrong, the fix); the CLI prints it
+as one line and exits 2 instead of showing a traceback."""
+
+
+class DataError(ValueError):
+    """A dataset problem: missing, corrupt or malformed input."""

@@ -1,0 +1,46 @@
+"""End-to-end SER runs on the tiny HuBERT and the synthetic ShEMO-format corpus."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from hw5.run import run_experiment
+
+from conftest import fast_grid
+from test_run_nli import HISTORY_KEYS, SPLIT_KEYS
+
+SER = ["ser-mean", "ser-attnstats", "ser-fixedpad", "ser-noweight", "ser-speaker"]
+
+
+def run(name, tmp_path, grid, seed=0):
+    return run_experiment(name, seed, smoke=True, results_dir=tmp_path / "results", config_path=grid,
+                          checkpoint_dir=tmp_path / "ckpt" / name)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", SER)
+def test_each_ser_experiment_writes_complete_metrics(name, tmp_path):
+    grid = fast_grid(tmp_path, ser={"synthetic_clips": 150, "epochs": 1})
+    m = run(name, tmp_path, grid)
+    assert m["classes"] == ["anger", "fear", "happiness", "neutral", "sadness", "surprise"]
+    assert SPLIT_KEYS <= set(m["test"]) and HISTORY_KEYS <= set(m["history"][0])
+    assert m["throughput"]["unit"] == "audio_seconds" and m["throughput"]["units_per_s"] > 0
+    assert m["params"]["trainable"] < m["params"]["total"]            # the CNN is frozen
+    split = json.loads((tmp_path / "results" / name / "seed-0" / "split.json").read_text())
+    assert sum(len(v) for v in split.values()) == m["variant"]["corpus_clips"] == 150
+    assert not set(split["train"]) & set(split["test"])
+    speakers = {part: {n[:3] for n in names} for part, names in split.items()}
+    if name == "ser-speaker":
+        assert not (speakers["train"] & speakers["test"] or speakers["train"] & speakers["val"])
+    if name == "ser-fixedpad":
+        assert m["throughput"]["padding_share"] > 0.2            # everything padded to the longest clip
+    assert (m["class_weights"] is None) == (name == "ser-noweight")
+
+
+@pytest.mark.slow
+def test_the_whole_path_learns_well_above_chance(tmp_path):
+    """The real smoke settings: tiny HuBERT from scratch on a few hundred synthetic clips."""
+    m = run("ser-mean", tmp_path, fast_grid(tmp_path))
+    majority = max(row["support"] for row in m["test"]["per_class"].values()) / m["test"]["n"]
+    assert m["test"]["accuracy"] >= 0.8 > majority + 0.3
