@@ -16,8 +16,9 @@ $(VENV)/.installed: pyproject.toml constraints/ci.txt
 	touch $@
 
 demo: venv
-	$(BIN)/python jobs/launch.py --all --smoke
+	$(BIN)/python jobs/launch.py --all --smoke --cluster local
 	$(BIN)/python -m hw5 stats nli --smoke
+	$(BIN)/python -m hw5 stats ser --smoke
 	$(BIN)/python aggregate.py
 
 test: venv

@@ -52,8 +52,6 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
-    if args.experiments:
-        os.environ["HW5_EXPERIMENTS"] = str(Path(args.experiments).resolve())
     try:
         return COMMANDS[args.command](args)
     except _user_errors() as exc:
@@ -65,7 +63,7 @@ def cmd_run(args) -> int:
     from hw5.run import run_experiment
     run_experiment(args.experiment, args.seed, smoke=args.smoke, results_dir=args.results,
                    data_dir=args.data_dir, checkpoint_dir=args.checkpoint_dir, force=args.force,
-                   keep_checkpoints=args.keep_checkpoints)
+                   keep_checkpoints=args.keep_checkpoints, config_path=args.experiments)
     return 0
 
 
@@ -74,10 +72,10 @@ def cmd_stats(args) -> int:
     out = Path(args.results) / "stats"
     if args.task == "nli":
         from hw5.stats import nli_stats
-        written = nli_stats(data_dir(args.data_dir), out, smoke=args.smoke)
+        written = nli_stats(data_dir(args.data_dir), out, smoke=args.smoke, config_path=args.experiments)
     else:
         from hw5.ser import ser_stats_command
-        written = ser_stats_command(data_dir(args.data_dir), out, smoke=args.smoke)
+        written = ser_stats_command(data_dir(args.data_dir), out, smoke=args.smoke, config_path=args.experiments)
     for path in written:
         print(path)
     return 0

@@ -15,6 +15,21 @@ from typing import Any, Iterator
 from hw5.config import REPO_ROOT
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def share_like_umask(path: str | os.PathLike, recursive: bool = False) -> None:
+    """Give temp-made files/dirs (mkstemp/mkdtemp: 0600/0700) the modes a normal write would have,
+    so other users of a shared cache or results folder (Apptainer runs as any uid) can read them."""
+    path = Path(path)
+    mask = _umask()
+    for p in [path, *(path.rglob("*") if recursive and path.is_dir() else [])]:
+        os.chmod(p, (0o777 if p.is_dir() else 0o666) & ~mask)
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temp path beside `path`; it replaces `path` only if the block finishes."""
@@ -26,6 +41,7 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         yield Path(tmp)
         with open(tmp, "rb") as fh:
             os.fsync(fh.fileno())
+        share_like_umask(tmp)
         os.replace(tmp, path)
     finally:
         with contextlib.suppress(FileNotFoundError):

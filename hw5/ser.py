@@ -135,10 +135,10 @@ def write_artifacts(data: SERData, out_dir: Path) -> None:
     write_json_atomic(out_dir / "split.json", {name: [c.name for c in cs] for name, cs in data.clips.items()})
 
 
-def ser_stats_command(data_dir: Path, out_dir: Path, smoke: bool = False) -> list[Path]:
+def ser_stats_command(data_dir: Path, out_dir: Path, smoke: bool = False, config_path=None) -> list[Path]:
     """`hw5 stats ser`: corpus statistics from WAV headers (no decoding)."""
     from hw5.data.ser_stats import clip_table, durations_from_headers, ser_stats
-    cfg = resolve_config("ser-mean", smoke)
+    cfg = resolve_config("ser-mean", smoke, config_path)
     clips = load_clips(cfg, data_dir)
     ser_stats(clip_table(clips, durations_from_headers(c.path for c in clips)), out_dir)
     return sorted(Path(out_dir).glob("ser_*"))

@@ -154,7 +154,7 @@ def _train_epoch(model, data, cfg, ckpt, device, optimizer, scheduler, state, lo
     batches = data.train_batches(state["epoch"])
     sums = state["epoch_sums"]
     # Running sums stay on the device: no host sync per step.
-    loss_sum = torch.zeros((), device=device)
+    loss_sum = torch.zeros((), dtype=torch.float64, device=device)
     correct = torch.zeros((), dtype=torch.long, device=device)
     started = time.perf_counter()
     for step in range(state["step"], len(batches)):
@@ -169,7 +169,7 @@ def _train_epoch(model, data, cfg, ckpt, device, optimizer, scheduler, state, lo
             torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
         optimizer.step()
         scheduler.step()
-        loss_sum += loss.detach() * len(y)
+        loss_sum += loss.detach().double() * len(y)
         correct += (logits.argmax(-1) == y).sum()
         sums["count"] += len(y)
         sums["units"] += batch.units

@@ -85,6 +85,7 @@ def test_read_only_run_as_another_uid_writes_its_own_metrics(built):
     assert ro["config_hash"] == rw["config_hash"]
     # same seed, same CPU, same tiny model (built by run 1, read from the read-only cache by run 2):
     # the offline re-run reproduces the numbers
+    assert [h["train_loss"] for h in ro["history"]] == pytest.approx([h["train_loss"] for h in rw["history"]])
     assert ro["test"]["accuracy"] == pytest.approx(rw["test"]["accuracy"])
 
 

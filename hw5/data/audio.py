@@ -24,6 +24,7 @@ import soundfile as sf
 import soxr
 
 from hw5.data.shemo import DataError
+from hw5.io import share_like_umask
 
 TARGET_SR = 16000            # HuBERT's input rate
 RESAMPLE_QUALITY = "HQ"      # soxr "HQ": -144 dBc aliasing at ~1.5 ms per 10 s clip (stack notes)
@@ -148,6 +149,7 @@ def _save_npy_atomic(path: Path, samples: np.ndarray) -> None:
     try:
         with os.fdopen(fd, "wb") as fh:
             np.save(fh, samples)
+        share_like_umask(tmp)
         os.replace(tmp, path)
     finally:
         Path(tmp).unlink(missing_ok=True)

@@ -25,6 +25,7 @@ from pathlib import Path, PurePosixPath
 from typing import Iterable
 
 from hw5.errors import DataError
+from hw5.io import share_like_umask
 
 EMOTIONS = ("anger", "fear", "happiness", "neutral", "sadness", "surprise")  # class index order
 EMOTION_LETTERS = {"A": "anger", "F": "fear", "H": "happiness", "N": "neutral", "S": "sadness",
@@ -324,6 +325,7 @@ def prepare_shemo(data_dir: str | os.PathLike, zips_from: str | os.PathLike | No
         for gender in GENDERS.values():   # each folder appears whole or not at all
             if (shemo_dir / gender).exists():
                 shutil.rmtree(shemo_dir / gender)
+            share_like_umask(staging / gender, recursive=True)
             os.replace(staging / gender, shemo_dir / gender)
     finally:
         shutil.rmtree(staging, ignore_errors=True)

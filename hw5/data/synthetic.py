@@ -31,6 +31,7 @@ import soxr
 
 from hw5.data.audio import progress
 from hw5.data.shemo import EMOTIONS, PACKAGE_FILES_CSV, DataError, read_files_table
+from hw5.io import share_like_umask
 
 SAMPLE_RATE = 44100          # ShEMO's rate
 SYNTH_RATE = 11025           # synthesis rate (content up to 5.5 kHz covers voice formants)
@@ -264,6 +265,7 @@ def _install(staging: Path, out_dir: Path, settings: dict) -> None:
         old = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.old-", dir=out_dir.parent))
         os.replace(out_dir, old / "corpus")
     try:
+        share_like_umask(staging, recursive=True)
         os.replace(staging, out_dir)
     except OSError:                  # another process installed a tree in between
         if _manifest_settings(out_dir) != settings:

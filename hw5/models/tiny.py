@@ -16,6 +16,8 @@ from typing import Callable, Iterable
 
 import torch
 
+from hw5.io import share_like_umask
+
 # 12 layers x 12 heads like bert-base (so freeze9 / first9 / prune50 mean the same), width 48 so a
 # smoke epoch costs seconds on 2 CPU cores.
 TINY_BERT = dict(vocab_size=4000, hidden_size=48, num_hidden_layers=12, num_attention_heads=12,
@@ -37,6 +39,7 @@ def _build_once(root: Path, spec: dict, build: Callable[[Path], None]) -> Path:
     tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", dir=root))
     try:
         build(tmp)
+        share_like_umask(tmp, recursive=True)
         os.replace(tmp, final)          # atomic; loses only to an identical concurrent build
     except OSError:
         if not (final / "config.json").exists():
