@@ -1,0 +1,26 @@
+"""`hw5 stats nli|ser --smoke` write their tables and plots."""
+from __future__ import annotations
+
+from hw5.__main__ import main
+
+from conftest import fast_grid
+
+
+def test_nli_stats_tables_and_plot(tmp_path, data_dir, capsys):
+    assert main(["stats", "nli", "--smoke", "--data-dir", str(data_dir), "--results", str(tmp_path),
+                 "--experiments", str(fast_grid(tmp_path))]) == 0
+    stats = tmp_path / "stats"
+    for name in ("nli_classes", "nli_lengths", "nli_truncation", "nli_normalization"):
+        assert (stats / f"{name}.md").read_text().startswith("### ") and (stats / f"{name}.csv").exists()
+    assert (stats / "nli_lengths.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    classes = (stats / "nli_classes.csv").read_text().splitlines()
+    assert classes[1] == "train,7266,2389,2429,2448"          # real FarsTail counts (c, e, n)
+    assert "any_change" in (stats / "nli_normalization.md").read_text()
+
+
+def test_ser_stats_on_the_synthetic_corpus(tmp_path, capsys):
+    grid = fast_grid(tmp_path, ser={"synthetic_clips": 120})
+    assert main(["stats", "ser", "--smoke", "--results", str(tmp_path), "--experiments", str(grid)]) == 0
+    stats = tmp_path / "stats"
+    assert "fear" in (stats / "ser_emotions.csv").read_text()
+    assert (stats / "ser_stats.md").exists() and list(stats.glob("ser_*.png"))
