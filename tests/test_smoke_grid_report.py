@@ -1,0 +1,34 @@
+"""The real chain on a small smoke grid: launcher (local) -> metrics.json -> aggregate.py -> report."""
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+
+import pytest
+
+from conftest import REPO, fast_grid
+
+sys.path.insert(0, str(REPO))
+import aggregate  # noqa: E402
+
+
+@pytest.mark.slow
+def test_smoke_grid_through_the_launcher_ends_in_a_report(tmp_path, data_dir):
+    grid = fast_grid(tmp_path, ser={"synthetic_clips": 150, "epochs": 1})
+    results = tmp_path / "results"
+    launch = subprocess.run(
+        [sys.executable, str(REPO / "jobs" / "launch.py"), "--only", "nli-full,nli-prune50,ser-mean,ser-noweight",
+         "--seeds", "0,1", "--smoke", "--cluster", "local", "--experiments", str(grid),
+         "--results", str(results), "--data-dir", str(data_dir), "--checkpoints", str(tmp_path / "ckpt")],
+        capture_output=True, text=True, timeout=900)
+    assert launch.returncode == 0, launch.stdout[-2000:] + launch.stderr[-2000:]
+    assert len(list(results.glob("*/seed-*/metrics.json"))) == 8
+    code = aggregate.main(["--results", str(results), "--experiments", str(grid), "--seeds", "0,1"])
+    assert code == 0
+    report = (results / "report.md").read_text(encoding="utf-8")
+    assert "nli-full" in report and "ser-noweight" in report
+    for target in re.findall(r"\]\(([^)#]+)\)", report):
+        if not target.startswith("http"):
+            assert (results / target).exists(), target
+    assert (results / "report.ipynb").exists() and list((results / "plots").glob("*.png"))
