@@ -3,6 +3,7 @@
   python -m hw5 run nli-full --seed 0 --smoke      one experiment, one seed -> results/nli-full/seed-0/
   python -m hw5 stats nli                          dataset statistics -> results/stats/
   python -m hw5 prepare nli                        download FarsTail (or say where to put it)
+  python -m hw5 bench                              naive vs project vs fixed-shape training speed
 """
 from __future__ import annotations
 
@@ -47,6 +48,17 @@ def parser() -> argparse.ArgumentParser:
     prep.add_argument("task", choices=["nli", "ser"])
     prep.add_argument("--zips", help="ser: folder holding female.zip and male.zip")
     prep.add_argument("--url", help="base URL to download from (default: the public source)")
+    bench = sub.add_parser("bench", help="time naive vs project vs fixed-shape training paths",
+                           description="One epoch-sized pass of training steps per path (naive / project / "
+                                       "ceiling) for NLI and SER on random-init models: tiny on CPU, "
+                                       "full-size on a GPU. Writes <results>/bench/bench.{json,md}.")
+    bench.add_argument("--tasks", default="nli,ser", help="comma-separated: nli,ser")
+    bench.add_argument("--full", action="store_true", help="full-size models even on CPU (slow)")
+    bench.add_argument("--tiny", action="store_true", help="tiny models even on a GPU")
+    bench.add_argument("--nli-pairs", type=int, default=512, help="pairs per NLI epoch (default 512)")
+    bench.add_argument("--ser-clips", type=int, default=160, help="clips per SER epoch (default 160)")
+    bench.add_argument("--data-dir", help="FarsTail location for real pair lengths (default: $HW5_DATA_DIR)")
+    bench.add_argument("--results", default=os.environ.get("HW5_RESULTS_DIR", "results"), help="results folder")
     return ap
 
 
@@ -92,7 +104,16 @@ def cmd_prepare(args) -> int:
     return 0
 
 
-COMMANDS = {"run": cmd_run, "stats": cmd_stats, "prepare": cmd_prepare}
+def cmd_bench(args) -> int:
+    from hw5.bench import bench
+    from hw5.io import data_dir
+    full = True if args.full else False if args.tiny else None
+    bench(Path(args.results) / "bench", tuple(args.tasks.split(",")), full, args.nli_pairs, args.ser_clips,
+          data_dir(args.data_dir))
+    return 0
+
+
+COMMANDS = {"run": cmd_run, "stats": cmd_stats, "prepare": cmd_prepare, "bench": cmd_bench}
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -89,6 +89,7 @@ class SERConfig(TrainConfig):
     split_seed: int = 0            # fixed so every training seed sees the same split
     freeze_feature_encoder: bool = True  # the CNN feature encoder never trains
     mask_time_prob: float = 0.05   # HuBERT's SpecAugment-style time masking in training
+    feature_cache: bool = False    # compute the frozen CNN's features once per clip (unpadded) and train on them
 
 
 TASKS: dict[str, type[TrainConfig]] = {"nli": NLIConfig, "ser": SERConfig}
@@ -217,6 +218,9 @@ def _validated(path: Path, name: str, cfg: TrainConfig) -> TrainConfig:
         raise ConfigError(f"{path}: {name}: epochs and batch_size must be >= 1")
     if isinstance(cfg, NLIConfig) and not 0.0 <= cfg.prune_heads_fraction < 1.0:
         raise ConfigError(f"{path}: {name}.prune_heads_fraction must be in [0, 1)")
+    if isinstance(cfg, SERConfig) and cfg.feature_cache and not cfg.freeze_feature_encoder:
+        raise ConfigError(f"{path}: {name}: feature_cache needs freeze_feature_encoder: true "
+                          f"(a training CNN's output cannot be cached)")
     return cfg
 
 

@@ -1,19 +1,20 @@
 """The SER task: ShEMO (or its synthetic stand-in) decoded once to 16 kHz, split, batched, classified."""
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from hw5.config import SERConfig, resolve_config
+from hw5.config import ConfigError, SERConfig, resolve_config
 from hw5.data import batching
 from hw5.data.audio import AudioCache
 from hw5.data.shemo import EMOTIONS, ShemoClip, list_corpus
 from hw5.data.splits import PART_NAMES, speaker_split, stratified_split
 from hw5.data.synthetic import generate_corpus
 from hw5.io import cache_dir, write_json_atomic
-from hw5.models.ser import build_ser_model, load_feature_extractor
+from hw5.models.ser import SERClassifier, build_ser_model, load_feature_extractor
 from hw5.models.tiny import tiny_hubert
 from hw5.train import Batch
 
@@ -46,19 +47,32 @@ def split_indices(cfg: SERConfig, clips: list[ShemoClip]) -> dict[str, np.ndarra
 
 
 class SERData:
-    """Normalized 16 kHz waveforms per split; implements the TaskData protocol of hw5.train."""
+    """Normalized 16 kHz waveforms per split; implements the TaskData protocol of hw5.train.
+
+    With cfg.feature_cache the batches hold the frozen CNN's features instead (`features`, `frame_mask`),
+    computed once per clip, alone, on the model's device at the first collate (after the run has moved
+    the model there). Lengths, batches and units stay in samples either way, so both paths see the same
+    batches and report the same audio seconds; a crop is drawn in samples as on the waveform path (same
+    seed, epoch, clip) and taken from the frame its start falls in.
+    """
     classes = list(EMOTIONS)
     unit = "audio_seconds"
 
-    def __init__(self, clips, waves, parts, cfg: SERConfig, seed: int):
+    def __init__(self, clips, waves, parts, cfg: SERConfig, seed: int, model: SERClassifier | None = None):
         self.cfg, self.seed, self.sr, self.epoch = cfg, seed, cfg.sample_rate, 0
         self.clips = {name: [clips[i] for i in idx] for name, idx in parts.items()}
         self.waves = {name: [waves[i] for i in idx] for name, idx in parts.items()}
         self.labels = {name: torch.tensor([c.label_index for c in cs]) for name, cs in self.clips.items()}
+        self.samples = {name: [len(w) for w in ws] for name, ws in self.waves.items()}   # whole clips
         crop = int(cfg.max_seconds * self.sr) if cfg.max_seconds else None
-        self.lengths = {name: [min(len(w), crop or len(w)) for w in ws] for name, ws in self.waves.items()}
+        self.lengths = {name: [min(n, crop or n) for n in ns] for name, ns in self.samples.items()}
         longest = max(max(ls) for ls in self.lengths.values())
         self.fixed_width = int(cfg.fixed_seconds * self.sr) if cfg.fixed_seconds else longest
+        if cfg.feature_cache and model is None:
+            raise ValueError("SERData: feature_cache needs the model whose CNN computes the features")
+        self.model = model if cfg.feature_cache else None
+        self.features: dict[str, list[torch.Tensor]] | None = None    # per split, per clip (frames, dim)
+        self.feature_stats: dict | None = None
 
     def train_batches(self, epoch: int) -> list[list[int]]:
         self.epoch = epoch           # crops of this epoch are drawn from (seed, epoch, clip)
@@ -68,29 +82,72 @@ class SERData:
     def eval_batches(self, split: str) -> list[list[int]]:
         return batching.eval_batches(self.lengths[split], self.cfg.eval_batch_size, self.cfg.batching)
 
-    def _clip(self, split: str, i: int, width: int) -> np.ndarray:
-        wave = self.waves[split][i]
+    def _crop(self, split: str, i: int, width: int) -> tuple[int, int]:
+        """(start, length) in samples of the part of clip i that goes into a batch of `width`."""
+        total = self.samples[split][i]
         limit = min(self.lengths[split][i], width)
-        if len(wave) <= limit:
-            return wave
+        if total <= limit:
+            return 0, total
         if split != "train":            # evaluation: the same centred window every time
-            start = (len(wave) - limit) // 2
-        else:
-            start = int(np.random.default_rng([self.seed, self.epoch, i]).integers(0, len(wave) - limit + 1))
-        return wave[start:start + limit]
+            return (total - limit) // 2, limit
+        return int(np.random.default_rng([self.seed, self.epoch, i]).integers(0, total - limit + 1)), limit
 
     def collate(self, indices: list[int], split: str) -> Batch:
         fixed = self.cfg.batching == "fixed"
         width = self.fixed_width if fixed else max(self.lengths[split][i] for i in indices)
+        crops = [self._crop(split, i, width) for i in indices]
+        make = self._features if self.model is not None else self._waves
+        inputs = make(indices, split, crops, width)
+        real = sum(length for _, length in crops) / self.sr
+        return Batch(inputs, self.labels[split][indices], real, width * len(indices) / self.sr)
+
+    def _waves(self, indices, split, crops, width) -> dict[str, torch.Tensor]:
         values = torch.zeros(len(indices), width)
         mask = torch.zeros(len(indices), width, dtype=torch.long)
-        for row, i in enumerate(indices):
-            wave = torch.from_numpy(np.ascontiguousarray(self._clip(split, i, width)))
-            values[row, :len(wave)] = wave
-            mask[row, :len(wave)] = 1
-        real = float(mask.sum()) / self.sr
-        return Batch({"input_values": values, "attention_mask": mask}, self.labels[split][indices],
-                     real, width * len(indices) / self.sr)
+        for row, (i, (start, length)) in enumerate(zip(indices, crops)):
+            values[row, :length] = torch.from_numpy(self.waves[split][i][start:start + length])
+            mask[row, :length] = 1
+        return {"input_values": values, "attention_mask": mask}
+
+    def _features(self, indices, split, crops, width) -> dict[str, torch.Tensor]:
+        self.prepare_features()
+        model, clips = self.model, self.features[split]
+        rows = []
+        for i, (start, length) in zip(indices, crops):
+            frames = clips[i]
+            n = frames.shape[0] if length == self.samples[split][i] else model.num_frames(length)
+            first = min(start // model.hop, frames.shape[0] - n)    # the frame nearest the sample crop
+            rows.append(frames[first:first + n])
+        out = rows[0].new_zeros(len(rows), model.num_frames(width), rows[0].shape[1])
+        mask = torch.zeros(out.shape[:2], dtype=torch.long, device=out.device)
+        for row, frames in enumerate(rows):
+            out[row, :len(frames)] = frames
+            mask[row, :len(frames)] = 1
+        return {"features": out, "frame_mask": mask}
+
+    def prepare_features(self) -> None:
+        """Run the frozen CNN once per clip, alone (unpadded); keep the features on its device.
+
+        Called by the first collate; call it earlier to keep the one-off cost out of the first
+        epoch's time. The waveforms are dropped afterwards (the features replace them)."""
+        if self.features is not None or self.model is None:
+            return
+        started, total, done = time.perf_counter(), sum(map(len, self.waves.values())), 0
+        features = {}
+        for split, waves in self.waves.items():
+            features[split] = []
+            for wave in waves:
+                features[split].append(self.model.clip_features(torch.from_numpy(wave)))
+                done += 1
+                if done % 500 == 0:
+                    print(f"  CNN features: {done}/{total} clips", flush=True)
+        self.features, self.waves = features, None
+        clips = [f for fs in features.values() for f in fs]
+        self.feature_stats = {"clips": len(clips), "frames": sum(f.shape[0] for f in clips),
+                              "megabytes": sum(f.numel() * f.element_size() for f in clips) / 2**20,
+                              "seconds": time.perf_counter() - started, "device": str(clips[0].device)}
+        print(f"CNN features of {total} clips computed once in {self.feature_stats['seconds']:.1f}s "
+              f"({self.feature_stats['megabytes']:.0f} MB on {self.feature_stats['device']})", flush=True)
 
 
 def load_waves(clips: list[ShemoClip], cfg: SERConfig, extractor) -> list[np.ndarray]:
@@ -105,13 +162,17 @@ def load_waves(clips: list[ShemoClip], cfg: SERConfig, extractor) -> list[np.nda
 
 def build(cfg: SERConfig, seed: int, data_dir: Path):
     """(model, data, variant record) for one SER run."""
+    if cfg.feature_cache and not cfg.freeze_feature_encoder:
+        raise ConfigError("SER config: feature_cache caches the CNN's output, so the CNN must not train; "
+                          "set freeze_feature_encoder: true or feature_cache: false in the experiments file")
     clips = load_clips(cfg, data_dir)
     path = model_path(cfg)
     extractor = load_feature_extractor(path, cfg)
     parts = split_indices(cfg, clips)
-    data = SERData(clips, load_waves(clips, cfg, extractor), parts, cfg, seed)
+    waves = load_waves(clips, cfg, extractor)
     model, variant = build_ser_model(path, cfg, len(EMOTIONS))
-    variant.update(model_path=path, split=cfg.split,
+    data = SERData(clips, waves, parts, cfg, seed, model)
+    variant.update(model_path=path, split=cfg.split, feature_cache=cfg.feature_cache,
                    split_sizes={name: len(idx) for name, idx in parts.items()},
                    corpus_clips=len(clips))
     return model, data, variant
@@ -127,7 +188,8 @@ def loss_weights(data: SERData, cfg: SERConfig) -> torch.Tensor | None:
 
 
 def extra_metrics(data: SERData, test: dict) -> dict:
-    return {"class_weights": None if not data.cfg.class_weights else loss_weights(data, data.cfg).tolist()}
+    return {"class_weights": None if not data.cfg.class_weights else loss_weights(data, data.cfg).tolist(),
+            "feature_cache": data.feature_stats}     # None on the waveform path
 
 
 def write_artifacts(data: SERData, out_dir: Path) -> None:

@@ -29,6 +29,24 @@ def train_batches(lengths: list[int], batch_size: int, mode: str, seed: int, epo
     return [batches[i] for i in order]
 
 
+def budget_batches(lengths: list[int], budget: int, seed: int, epoch: int) -> list[list[int]]:
+    """Length-bucketed batches filled up to `budget` padded units (tokens or samples): many short
+    examples or few long ones per step, so padding stays small and memory per step stays flat."""
+    gen = epoch_generator(seed, epoch)
+    order = sorted(torch.randperm(len(lengths), generator=gen).tolist(), key=lambda j: lengths[j])
+    batches, current, widest = [], [], 0
+    for j in order:
+        if current and max(widest, lengths[j]) * (len(current) + 1) > budget:
+            batches.append(current)
+            current, widest = [], 0
+        current.append(j)
+        widest = max(widest, lengths[j])
+    if current:
+        batches.append(current)
+    shuffled = torch.randperm(len(batches), generator=gen).tolist()
+    return [batches[i] for i in shuffled]
+
+
 def eval_batches(lengths: list[int], batch_size: int, mode: str) -> list[list[int]]:
     """Deterministic evaluation batches; length-sorted unless fixed padding is being measured."""
     order = list(range(len(lengths)))

@@ -2,8 +2,15 @@
 
 Pooling is where padding could leak in: both poolings use the frame-level mask that HuBERT derives
 from the sample mask (`_get_feature_vector_attention_mask`), so padded frames never count.
+
+With the CNN frozen its output never changes, so `forward` also takes cached CNN features
+(`clip_features`, one clip alone) + a frame mask: the CNN then runs once per clip instead of once per
+step, and a clip's features no longer depend on the batch it is padded in (hubert-base's group-norm
+CNN normalizes over the padded length, so zero padding changes the features of the real frames).
 """
 from __future__ import annotations
+
+import math
 
 import torch
 from torch import nn
@@ -67,15 +74,52 @@ class SERClassifier(nn.Module):
         """The (frozen) CNN's output (B, frames, conv_dim): computable once per clip, unpadded."""
         return self.encoder.feature_extractor(input_values).transpose(1, 2)
 
+    @torch.no_grad()
+    def clip_features(self, wave: torch.Tensor) -> torch.Tensor:
+        """One clip's CNN features (frames, conv_dim), computed alone (no padding), in fp32, on the
+        device the CNN is on. Uses no RNG: the CNN has no dropout and no train-mode behaviour."""
+        cnn = self.encoder.feature_extractor
+        device, was_training = next(cnn.parameters()).device, cnn.training
+        cnn.eval()
+        try:
+            with torch.autocast(device.type, enabled=False):   # evaluate() collates inside autocast
+                return self.cnn_features(wave.to(device, torch.float32)[None])[0]
+        finally:
+            cnn.train(was_training)
+
+    def num_frames(self, samples: int) -> int:
+        """Frames the CNN makes of `samples` samples (its kernel/stride arithmetic)."""
+        return int(self.encoder._get_feat_extract_output_lengths(torch.tensor(samples)))
+
+    @property
+    def hop(self) -> int:
+        """Samples per frame step (320 for HuBERT)."""
+        return math.prod(self.encoder.config.conv_stride)
+
     def embed_features(self, features: torch.Tensor, frame_mask: torch.Tensor) -> torch.Tensor:
-        """The transformer part of HubertModel.forward on CNN features, then our pooling."""
-        enc = self.encoder
-        hidden = enc._mask_hidden_states(enc.feature_projection(features))   # SpecAugment in train mode
-        frames = enc.encoder(hidden, attention_mask=frame_mask.bool()).last_hidden_state
+        """The transformer part of HubertModel.forward on CNN features, then our pooling.
+
+        SpecAugment gets the frame mask (as wav2vec2 does; HubertModel passes none), so its spans fall
+        on real frames only and their number follows the clip's length, not the batch's."""
+        enc, mask = self.encoder, frame_mask.bool()
+        hidden = enc._mask_hidden_states(enc.feature_projection(features), attention_mask=mask)
+        frames = enc.encoder(hidden, attention_mask=mask).last_hidden_state
         return self.pool(frames, frame_mask)
 
-    def forward(self, input_values: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        return self.head(self.dropout(self.embed(input_values, attention_mask)))
+    def forward(self, input_values: torch.Tensor | None = None, attention_mask: torch.Tensor | None = None,
+                features: torch.Tensor | None = None, frame_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """Logits from waveforms (+ sample mask) or from cached CNN features (+ frame mask)."""
+        if features is not None:
+            if frame_mask is None:
+                frame_mask = torch.ones(features.shape[:2], dtype=torch.long, device=features.device)
+            pooled = self.embed_features(features, frame_mask)
+        elif input_values is not None:
+            if attention_mask is None:
+                attention_mask = torch.ones_like(input_values, dtype=torch.long)
+            pooled = self.embed(input_values, attention_mask)
+        else:
+            raise ValueError("SERClassifier needs input_values (waveforms) or features (CNN output)")
+        return self.head(self.dropout(pooled))
 
 
 def freeze_feature_encoder(encoder: nn.Module) -> None:
