@@ -86,7 +86,8 @@ def checkpoint_root(override: str | os.PathLike | None = None) -> Path:
 def git_sha() -> tuple[str | None, bool | None]:
     """(sha, dirty) of the source tree; the image passes HW5_GIT_SHA since it has no .git."""
     if os.environ.get("HW5_GIT_SHA"):
-        return os.environ["HW5_GIT_SHA"], None
+        dirty = {"true": True, "false": False}.get(os.environ.get("HW5_GIT_DIRTY", ""))
+        return os.environ["HW5_GIT_SHA"], dirty
     try:
         sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO_ROOT, capture_output=True,
                              text=True, timeout=10, check=True).stdout.strip()
