@@ -69,12 +69,9 @@ def nli_workload(device: torch.device, full: bool, n: int, lengths: list[int] | 
     ids = [rng.integers(5, cfg.vocab_size, size=length) for length in lengths]
 
     def make_batch(indices: list[int], width: int) -> dict:
-        x = torch.zeros(len(indices), width, dtype=torch.long)
-        mask = torch.zeros_like(x)
-        for row, i in enumerate(indices):
-            used = min(lengths[i], width)           # the ceiling's one shape may be shorter
-            x[row, :used] = torch.from_numpy(ids[i][:used])
-            mask[row, :used] = 1
+        # pad_2d crops rows to `width`: the ceiling's one shape may be shorter than a pair
+        x = batching.pad_2d([ids[i] for i in indices], width)
+        mask = batching.pad_2d([[1] * lengths[i] for i in indices], width)
         return {"input_ids": x, "attention_mask": mask, "token_type_ids": torch.zeros_like(x)}
     torch.manual_seed(0)
     model = NLIClassifier(BertModel(cfg, add_pooling_layer=False), 3, 0.1).to(device)

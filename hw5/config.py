@@ -209,6 +209,11 @@ _CHOICES = {"batching": {"bucket", "dynamic", "fixed"}, "precision": {"auto", "b
             "label_source": {"filename", "modified"}, "corpus": {"shemo", "synthetic"}}
 
 
+def validate(cfg: TrainConfig, where: str = "config") -> TrainConfig:
+    """The same checks resolve_config applies, for a config built in code (tests, notebooks)."""
+    return _validated(Path(where), cfg.task, cfg)
+
+
 def _validated(path: Path, name: str, cfg: TrainConfig) -> TrainConfig:
     for key, allowed in _CHOICES.items():
         value = getattr(cfg, key, None)

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from hw5.config import ConfigError, SERConfig, resolve_config
+from hw5.config import SERConfig, resolve_config, validate
 from hw5.data import batching
 from hw5.data.audio import AudioCache
 from hw5.data.shemo import EMOTIONS, ShemoClip, list_corpus
@@ -162,9 +162,7 @@ def load_waves(clips: list[ShemoClip], cfg: SERConfig, extractor) -> list[np.nda
 
 def build(cfg: SERConfig, seed: int, data_dir: Path):
     """(model, data, variant record) for one SER run."""
-    if cfg.feature_cache and not cfg.freeze_feature_encoder:
-        raise ConfigError("SER config: feature_cache caches the CNN's output, so the CNN must not train; "
-                          "set freeze_feature_encoder: true or feature_cache: false in the experiments file")
+    validate(cfg)                   # configs built in code get the experiments file's checks too
     clips = load_clips(cfg, data_dir)
     path = model_path(cfg)
     extractor = load_feature_extractor(path, cfg)
