@@ -57,6 +57,11 @@ def parser() -> argparse.ArgumentParser:
     bench.add_argument("--tiny", action="store_true", help="tiny models even on a GPU")
     bench.add_argument("--nli-pairs", type=int, default=512, help="pairs per NLI epoch (default 512)")
     bench.add_argument("--ser-clips", type=int, default=160, help="clips per SER epoch (default 160)")
+    bench.add_argument("--ablations", action="store_true",
+                       help="also time the project path minus each optimization, forward-only, torch.compile, "
+                            "and estimate the default grid's GPU time")
+    bench.add_argument("--profile", action="store_true",
+                       help="also write torch.profiler tables of a few project steps (profile_<task>.txt)")
     bench.add_argument("--data-dir", help="FarsTail location for real pair lengths (default: $HW5_DATA_DIR)")
     bench.add_argument("--results", default=os.environ.get("HW5_RESULTS_DIR", "results"), help="results folder")
     return ap
@@ -109,7 +114,7 @@ def cmd_bench(args) -> int:
     from hw5.io import data_dir
     full = True if args.full else False if args.tiny else None
     bench(Path(args.results) / "bench", tuple(args.tasks.split(",")), full, args.nli_pairs, args.ser_clips,
-          data_dir(args.data_dir))
+          data_dir(args.data_dir), ablations=args.ablations, profile=args.profile)
     return 0
 
 

@@ -118,11 +118,7 @@ class SERData:
             n = frames.shape[0] if length == self.samples[split][i] else model.num_frames(length)
             first = min(start // model.hop, frames.shape[0] - n)    # the frame nearest the sample crop
             rows.append(frames[first:first + n])
-        out = rows[0].new_zeros(len(rows), model.num_frames(width), rows[0].shape[1])
-        mask = torch.zeros(out.shape[:2], dtype=torch.long, device=out.device)
-        for row, frames in enumerate(rows):
-            out[row, :len(frames)] = frames
-            mask[row, :len(frames)] = 1
+        out, mask = batching.pad_frames(rows, model.num_frames(width))
         return {"features": out, "frame_mask": mask}
 
     def prepare_features(self) -> None:

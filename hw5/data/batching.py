@@ -60,3 +60,14 @@ def pad_2d(rows: list[list[int]], width: int, value: int = 0) -> torch.Tensor:
     for i, row in enumerate(rows):
         out[i, :len(row)] = torch.tensor(row[:width], dtype=torch.long)
     return out
+
+
+def pad_frames(rows: list[torch.Tensor], frames: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(B, frames, dim) zero-padded feature rows + (B, frames) 0/1 mask, built where the rows live
+    (no host round trip for features cached on the GPU)."""
+    out = rows[0].new_zeros(len(rows), frames, rows[0].shape[1])
+    mask = torch.zeros(len(rows), frames, dtype=torch.long, device=out.device)
+    for row, x in enumerate(rows):
+        out[row, :len(x)] = x
+        mask[row, :len(x)] = 1
+    return out, mask

@@ -1,0 +1,49 @@
+"""The default grid's GPU time, estimated from `hw5 bench --ablations` rates (not a measured grid run).
+
+Per experiment x seed: epochs x (train units at the rate of its batching + validation units at the
+forward-only rate) + test units at the forward-only rate + (SER) the CNN once per clip. Every NLI
+experiment is charged nli-full's rate, so frozen / shortened / pruned models make it an upper bound.
+Not included: process start, model load from the hub cache, audio decode (cached after the first run).
+"""
+from __future__ import annotations
+
+import pandas as pd
+
+# examples per split: FarsTail's release; ShEMO's 3,000 clips split 80/10/10
+SPLIT_SIZES = {"nli": {"train": 7266, "val": 1537, "test": 1564}, "ser": {"train": 2400, "val": 300, "test": 300}}
+TRAIN_PATH = {"bucket": "project", "dynamic": "project-random", "fixed": "project-fixed"}
+
+
+def estimate(table: pd.DataFrame, config_path=None) -> dict | None:
+    from hw5.config import load_grid, resolve_config
+    rows = {(r.task, r.path): r for r in table.itertuples()}
+    grid = load_grid(config_path)
+    per_run = {}
+    for name in grid.experiments:
+        cfg = resolve_config(name, path=config_path)
+        seconds = run_seconds(cfg, rows)
+        if seconds is None:
+            return None                         # a task or path was not benched
+        per_run[name] = seconds
+    total = sum(per_run.values()) * len(grid.seeds)
+    lines = [f"Estimated GPU time of the default grid ({len(per_run)} experiments x {len(grid.seeds)} seeds), "
+             f"from the rates above (training + evaluation passes; no start-up or model load): "
+             f"**{total / 3600:.2f} GPU-hours** ({total / 60:.1f} min).", "",
+             "| experiment | seconds per run |", "| --- | --- |"]
+    lines += [f"| {name} | {s:.0f} |" for name, s in per_run.items()]
+    return {"gpu_hours": total / 3600, "seconds_per_run": per_run, "seeds": len(grid.seeds),
+            "markdown": "\n".join(lines)}
+
+
+def run_seconds(cfg, rows: dict) -> float | None:
+    task, sizes = cfg.task, SPLIT_SIZES[cfg.task]
+    path = "project-waves" if task == "ser" and not cfg.feature_cache else TRAIN_PATH[cfg.batching]
+    train, evaluate = rows.get((task, path)), rows.get((task, "project-eval"))
+    if train is None or evaluate is None:
+        return None
+    unit_per_example = train.units_per_s / train.examples_per_s
+    train_s = sizes["train"] * unit_per_example / train.units_per_s
+    eval_s = (cfg.epochs * sizes["val"] + sizes["test"]) * unit_per_example / evaluate.units_per_s
+    bench_clips = rows[(task, "project")].examples_per_s * rows[(task, "project")].seconds
+    features = rows[(task, "project")].prep_seconds * sum(sizes.values()) / bench_clips if task == "ser" else 0.0
+    return cfg.epochs * train_s + eval_s + features
