@@ -49,6 +49,15 @@ def autocast(device: torch.device, precision: str):
     return torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16)
 
 
+def cuda_kernel_choices(cudnn_attention: bool = False, cudnn_benchmark: bool = True) -> None:
+    """Kernel choices `hw5 bench` measured on an H100 (README, performance): cuDNN's attention builds
+    an execution plan for every new (batch, length) shape (~0.1 s each; bucketed batches have dozens),
+    so SDPA uses its flash / memory-efficient kernels instead; cuDNN autotuning replaces the slow
+    default kernel it picks for HuBERT's bf16 grouped positional convolution."""
+    torch.backends.cuda.enable_cudnn_sdp(cudnn_attention)
+    torch.backends.cudnn.benchmark = cudnn_benchmark
+
+
 def make_optimizer(model: nn.Module, cfg: TrainConfig, device: torch.device) -> torch.optim.Optimizer:
     """AdamW; our head gets head_lr; no weight decay on biases and norms."""
     groups: dict[tuple[bool, bool], list] = {}

@@ -6,7 +6,8 @@ import json
 import torch
 
 from hw5.__main__ import main
-from hw5.bench import plan, ser_workload
+from hw5.bench import PATHS, plan, warmup_steps
+from hw5.bench_work import ser_workload
 
 
 def test_bench_writes_json_and_markdown_with_ratios(tmp_path, capsys):
@@ -28,7 +29,7 @@ def test_bench_writes_json_and_markdown_with_ratios(tmp_path, capsys):
 def test_plans_cover_every_example_and_the_ceiling_has_one_shape():
     work = ser_workload(torch.device("cpu"), full=False, n=40)
     for path in ("naive", "project"):
-        steps = plan(work, path)
+        steps = plan(work, PATHS[path])
         assert sorted(i for batch, _ in steps for i in batch) == list(range(40))
-    ceiling = plan(work, "ceiling")
+    ceiling = plan(work, PATHS["ceiling"])
     assert len({(len(b), w) for b, w in ceiling}) == 1
