@@ -52,14 +52,16 @@ def parser() -> argparse.ArgumentParser:
                            description="One epoch-sized pass of training steps per path (naive / project / "
                                        "ceiling) for NLI and SER on random-init models: tiny on CPU, "
                                        "full-size on a GPU. Writes <results>/bench/bench.{json,md}.")
-    bench.add_argument("--tasks", default="nli,ser", help="comma-separated: nli,ser")
+    bench.add_argument("--tasks", default="nli,ser", help="comma-separated: nli,ser ('' = none, e.g. with --decode)")
     bench.add_argument("--full", action="store_true", help="full-size models even on CPU (slow)")
     bench.add_argument("--tiny", action="store_true", help="tiny models even on a GPU")
     bench.add_argument("--nli-pairs", type=int, default=512, help="pairs per NLI epoch (default 512)")
-    bench.add_argument("--ser-clips", type=int, default=160, help="clips per SER epoch (default 160)")
+    bench.add_argument("--ser-clips", type=int, default=320, help="clips per SER epoch (default 320)")
     bench.add_argument("--ablations", action="store_true",
                        help="also time the project path minus each optimization, forward-only, torch.compile, "
                             "and estimate the default grid's GPU time")
+    bench.add_argument("--decode", type=int, default=0, metavar="N",
+                       help="also time decode + resample of an N-clip synthetic ShEMO-format corpus (e.g. 3000)")
     bench.add_argument("--profile", action="store_true",
                        help="also write torch.profiler tables of a few project steps (profile_<task>.txt)")
     bench.add_argument("--data-dir", help="FarsTail location for real pair lengths (default: $HW5_DATA_DIR)")
@@ -113,8 +115,9 @@ def cmd_bench(args) -> int:
     from hw5.bench import bench
     from hw5.io import data_dir
     full = True if args.full else False if args.tiny else None
-    bench(Path(args.results) / "bench", tuple(args.tasks.split(",")), full, args.nli_pairs, args.ser_clips,
-          data_dir(args.data_dir), ablations=args.ablations, profile=args.profile)
+    bench(Path(args.results) / "bench", tuple(t for t in args.tasks.split(",") if t), full, args.nli_pairs, args.ser_clips,
+          data_dir(args.data_dir), ablations=args.ablations, profile=args.profile,
+          decode_clips=args.decode)
     return 0
 
 

@@ -4,11 +4,12 @@
            longest clip), random batches, fp32, plain AdamW, a host sync (`loss.item()`) every step
   project  hw5's fast path: length-bucketed batches (SER: filled to an audio-seconds budget, on CNN
            features computed once per clip — the CNN is frozen), bf16 autocast + fused AdamW on CUDA,
-           no per-step sync, the next batches built (and pinned) on a background thread
+           no per-step sync, SDPA without cuDNN attention (hw5.train.cuda_kernel_choices)
   ceiling  one representative batch shape (batch x mean length) repeated: the fixed-shape bound
 
-`--ablations` adds the project path minus one optimization at a time (what each one buys), the
-forward-only rate, torch.compile'd transformer blocks, and an estimate of the default grid's GPU time.
+`--ablations` adds the project path minus (or plus) one optimization at a time (what each one buys),
+twice the examples per step, the forward-only rate, torch.compile on the fixed-shape ceiling, and an
+estimate of the default grid's GPU time from these rates.
 Units are real tokens (NLI) or real audio seconds (SER) per second; padding is not counted as work.
 Random-init models from configs (no hub): tiny ones on CPU (seconds), full-size ones on a GPU.
 """
@@ -16,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import resource
+import shutil
 import time
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -51,7 +53,7 @@ class Variant:
 
 NAIVE = Variant("max", "fp32", True, False, False, False, batch="naive", cudnn_attention=True,
                 cudnn_benchmark=False)          # PyTorch's defaults
-PROJECT = Variant("bucket", "auto", False, True, True, True)
+PROJECT = Variant("bucket", "auto", False, True, True, False, cudnn_benchmark=False)
 PATHS = {"naive": NAIVE, "project": PROJECT, "ceiling": replace(PROJECT, padding="shape", prefetch=False)}
 ABLATIONS = {                      # the project path minus one optimization each
     "naive-datamax": replace(NAIVE, padding="datamax"),
@@ -60,10 +62,10 @@ ABLATIONS = {                      # the project path minus one optimization eac
     "project-fixed": replace(PROJECT, padding="max"),      # ser-fixedpad's batching
     "project-waves": replace(PROJECT, features=False),
     "project-sync": replace(PROJECT, host_sync=True),
-    "project-inline": replace(PROJECT, prefetch=False),
+    "project+prefetch": replace(PROJECT, prefetch=True),     # measured: no gain, so not in the project path
     "project-unfused": replace(PROJECT, fused=False),
     "project-cudnn-attention": replace(PROJECT, cudnn_attention=True),
-    "project-no-autotune": replace(PROJECT, cudnn_benchmark=False),
+    "project+autotune": replace(PROJECT, cudnn_benchmark=True),  # measured: warm-up cost, no gain
     "project-x2": replace(PROJECT, scale=2),               # twice the examples (budget) per step
     "project-eval": replace(PROJECT, train=False),
     # last: compiling changes the model in place. Bucketed shapes recompile (measured: slower), so
@@ -84,6 +86,11 @@ class PathResult:
     peak_memory_mb: float
     prep_seconds: float          # one-off work: CNN features once per clip (SER)
     warmup_seconds: float        # each new step shape's first step (kernel loading, plans, compiling)
+
+
+def can_compile(device: torch.device) -> bool:
+    """Inductor needs Triton on CUDA and a C++ compiler on CPU."""
+    return device.type == "cuda" or shutil.which("c++") is not None or shutil.which("g++") is not None
 
 
 def applies(work: Workload, name: str) -> bool:
@@ -112,7 +119,7 @@ def plan(work: Workload, v: Variant, seed: int = 0) -> list[tuple[list[int], int
         return [(b, max(lengths[i] for i in b)) for b in batches]
     mean = int(np.mean(lengths))          # ceiling: same units, one shape
     steps = max(1, round(sum(lengths) / (bs * mean)))
-    return [(list(range(bs)), mean)] * steps
+    return [([i % n for i in range(bs)], mean)] * steps
 
 
 def real_lengths(work: Workload, v: Variant) -> list[int]:
@@ -239,8 +246,8 @@ def _sync(device: torch.device) -> None:
 
 
 def bench(out_dir: Path, tasks=("nli", "ser"), full: bool | None = None, nli_pairs: int = 512,
-          ser_clips: int = 160, data_dir: Path | None = None, ablations: bool = False,
-          profile: bool = False) -> pd.DataFrame:
+          ser_clips: int = 320, data_dir: Path | None = None, ablations: bool = False,
+          profile: bool = False, decode_clips: int = 0) -> pd.DataFrame:
     from hw5.run import limit_threads
     limit_threads()
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -251,7 +258,7 @@ def bench(out_dir: Path, tasks=("nli", "ser"), full: bool | None = None, nli_pai
         work = (nli_workload(device, full, nli_pairs, farstail_lengths(data_dir)) if task == "nli"
                 else ser_workload(device, full, ser_clips))
         for name, v in variants.items():
-            if not applies(work, name):
+            if not applies(work, name) or (v.compiled and not can_compile(device)):
                 continue
             result = timed_pass(work, name, v, device)
             rows.append(asdict(result))
@@ -262,9 +269,13 @@ def bench(out_dir: Path, tasks=("nli", "ser"), full: bool | None = None, nli_pai
                   f"peak {result.peak_memory_mb:8.1f} MB  prep {result.prep_seconds:5.1f}s  "
                   f"warm-up {result.warmup_seconds:5.1f}s", flush=True)
         del work
-    table = _with_ratios(pd.DataFrame(rows))
-    estimate = grid_estimate(table) if ablations else None
-    _write(out_dir, table, device, full, estimate)
+    table = _with_ratios(pd.DataFrame(rows)) if rows else pd.DataFrame()
+    estimate = grid_estimate(table, device) if ablations and rows else None
+    decode = None
+    if decode_clips:
+        from hw5.bench_decode import decode_bench
+        decode = decode_bench(decode_clips)
+    _write(out_dir, table, device, full, estimate, decode)
     return table
 
 
@@ -275,20 +286,27 @@ def _with_ratios(table: pd.DataFrame) -> pd.DataFrame:
     return table
 
 
-def grid_estimate(table: pd.DataFrame, config_path=None) -> dict | None:
+def grid_estimate(table: pd.DataFrame, device: torch.device) -> dict | None:
     from hw5.bench_grid import estimate
-    return estimate(table, config_path)
+    return estimate(table, torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu")
 
 
-def _write(out_dir: Path, table: pd.DataFrame, device: torch.device, full: bool, estimate: dict | None) -> None:
+def _write(out_dir: Path, table: pd.DataFrame, device: torch.device, full: bool, estimate: dict | None,
+           decode: dict | None) -> None:
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
     meta = {"device": name, "models": "full-size" if full else "tiny", "threads": torch.get_num_threads(),
             "provenance": provenance(name)}
     write_json_atomic(out_dir / "bench.json", {**meta, "rows": table.to_dict(orient="records"),
-                                               "grid_estimate": estimate})
-    md = table.to_markdown(index=False, floatfmt=".3g")
+                                               "grid_estimate": estimate, "decode": decode})
+    md = table.to_markdown(index=False, floatfmt=".3g") if len(table) else "(no training paths timed)"
     text = f"### hw5 bench ({meta['models']} models on {name}, {meta['threads']} threads)\n\n{md}\n"
     if estimate:
         text += "\n" + estimate["markdown"] + "\n"
+    if decode:
+        text += (f"\nDecode + resample to 16 kHz, {decode['clips']} synthetic ShEMO-format clips "
+                 f"({decode['audio_seconds'] / 3600:.2f} h), {decode['workers']} processes: "
+                 f"**{decode['decode_clips_per_s']:.0f} clips/s**; with the audio-cache writes "
+                 f"{decode['first_pass_clips_per_s']:.0f} clips/s; second pass decoded "
+                 f"{decode['second_pass_decoded']}.\n")
     write_text_atomic(out_dir / "bench.md", text)
     print(f"bench: wrote {out_dir / 'bench.md'} and bench.json")

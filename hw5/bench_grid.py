@@ -1,4 +1,4 @@
-"""The default grid's GPU time, estimated from `hw5 bench --ablations` rates (not a measured grid run).
+"""The default grid's device time, estimated from `hw5 bench --ablations` rates (not a measured grid run).
 
 Per experiment x seed: epochs x (train units at the rate of its batching + validation units at the
 forward-only rate) + test units at the forward-only rate + (SER) the CNN once per clip. Every NLI
@@ -14,7 +14,7 @@ SPLIT_SIZES = {"nli": {"train": 7266, "val": 1537, "test": 1564}, "ser": {"train
 TRAIN_PATH = {"bucket": "project", "dynamic": "project-random", "fixed": "project-fixed"}
 
 
-def estimate(table: pd.DataFrame, config_path=None) -> dict | None:
+def estimate(table: pd.DataFrame, device: str = "this device", config_path=None) -> dict | None:
     from hw5.config import load_grid, resolve_config
     rows = {(r.task, r.path): r for r in table.itertuples()}
     grid = load_grid(config_path)
@@ -26,12 +26,12 @@ def estimate(table: pd.DataFrame, config_path=None) -> dict | None:
             return None                         # a task or path was not benched
         per_run[name] = seconds
     total = sum(per_run.values()) * len(grid.seeds)
-    lines = [f"Estimated GPU time of the default grid ({len(per_run)} experiments x {len(grid.seeds)} seeds), "
-             f"from the rates above (training + evaluation passes; no start-up or model load): "
-             f"**{total / 3600:.2f} GPU-hours** ({total / 60:.1f} min).", "",
+    lines = [f"Estimated time of the default grid ({len(per_run)} experiments x {len(grid.seeds)} seeds) on "
+             f"{device}, from the rates above (training + evaluation passes; no start-up or model load; an "
+             f"estimate, not a measured grid run): **{total / 3600:.2f} hours** ({total / 60:.1f} min).", "",
              "| experiment | seconds per run |", "| --- | --- |"]
     lines += [f"| {name} | {s:.0f} |" for name, s in per_run.items()]
-    return {"gpu_hours": total / 3600, "seconds_per_run": per_run, "seeds": len(grid.seeds),
+    return {"device": device, "hours": total / 3600, "seconds_per_run": per_run, "seeds": len(grid.seeds),
             "markdown": "\n".join(lines)}
 
 

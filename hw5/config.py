@@ -46,7 +46,9 @@ class TrainConfig:
     train_subset: int = 0          # >0: use only this many training examples (stratified), for smoke
     eval_subset: int = 0           # >0: use only this many val/test examples (stratified), for smoke
     precision: str = "auto"        # "auto" (bf16 autocast on CUDA, fp32 on CPU), "bf16" or "fp32"
-    num_workers: int = 0           # DataLoader worker processes (0 = main process)
+    batch_budget: float = 0.0      # >0 with batching "bucket": fill each training batch to this many padded
+                                   # units (NLI tokens, SER audio-seconds) instead of batch_size examples;
+                                   # fewer, fuller steps (hw5 bench: a GPU step is host-bound)
     log_every: int = 50            # steps between progress lines
     checkpoint_every: int = 0      # steps between periodic checkpoints (0 = only at epoch ends / USR2)
 
@@ -94,7 +96,7 @@ class SERConfig(TrainConfig):
 
 TASKS: dict[str, type[TrainConfig]] = {"nli": NLIConfig, "ser": SERConfig}
 # Fields that do not change results: excluded from the hash so changing them keeps runs "done".
-NON_RESULT_FIELDS = {"description", "cache_dir", "num_workers", "log_every", "checkpoint_every",
+NON_RESULT_FIELDS = {"description", "cache_dir", "log_every", "checkpoint_every",
                      "eval_batch_size"}
 
 
@@ -221,6 +223,9 @@ def _validated(path: Path, name: str, cfg: TrainConfig) -> TrainConfig:
             raise ConfigError(f"{path}: {name}.{key} is '{value}', expected one of {sorted(allowed)}")
     if cfg.epochs < 1 or cfg.batch_size < 1:
         raise ConfigError(f"{path}: {name}: epochs and batch_size must be >= 1")
+    if cfg.batch_budget < 0 or (cfg.batch_budget and cfg.batching != "bucket"):
+        raise ConfigError(f"{path}: {name}.batch_budget is {cfg.batch_budget}: it needs batching: bucket "
+                          f"and a positive number of padded tokens (NLI) or audio-seconds (SER)")
     if isinstance(cfg, NLIConfig) and not 0.0 <= cfg.prune_heads_fraction < 1.0:
         raise ConfigError(f"{path}: {name}.prune_heads_fraction must be in [0, 1)")
     if isinstance(cfg, SERConfig) and cfg.feature_cache and not cfg.freeze_feature_encoder:

@@ -16,7 +16,7 @@ from hw5.checkpoint import Checkpointer
 from hw5.config import TrainConfig, config_dict, config_hash, resolve_config
 from hw5.io import checkpoint_root, data_dir as default_data_dir, now_iso, provenance, write_json_atomic
 from hw5.models.surgery import count_parameters
-from hw5.train import evaluate, fit, peak_memory_mb, set_seed
+from hw5.train import cuda_kernel_choices, evaluate, fit, peak_memory_mb, set_seed
 
 SCHEMA = 1
 HYPERPARAMETERS = ("model_name", "epochs", "batch_size", "lr", "head_lr", "weight_decay", "warmup_ratio",
@@ -89,6 +89,8 @@ def run(cfg: TrainConfig, seed: int, out_dir: Path, experiment: str = "", smoke:
     task = task_module(cfg.task)
     model, data, variant = task.build(cfg, seed, data_dir)
     model.to(device)
+    if device.type == "cuda":
+        cuda_kernel_choices()
     print(f"{experiment or cfg.task} seed {seed} [{chash}] on {device}: "
           f"{count_parameters(model)['trainable']:,} trainable parameters", flush=True)
     weights = task.loss_weights(data, cfg) if hasattr(task, "loss_weights") else None

@@ -76,6 +76,9 @@ class SERData:
 
     def train_batches(self, epoch: int) -> list[list[int]]:
         self.epoch = epoch           # crops of this epoch are drawn from (seed, epoch, clip)
+        if self.cfg.batch_budget:
+            budget = int(self.cfg.batch_budget * self.sr)
+            return batching.budget_batches(self.lengths["train"], budget, self.seed, epoch)
         mode = "bucket" if self.cfg.batching == "bucket" else "dynamic"
         return batching.train_batches(self.lengths["train"], self.cfg.batch_size, mode, self.seed, epoch)
 

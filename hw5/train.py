@@ -49,11 +49,11 @@ def autocast(device: torch.device, precision: str):
     return torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16)
 
 
-def cuda_kernel_choices(cudnn_attention: bool = False, cudnn_benchmark: bool = True) -> None:
+def cuda_kernel_choices(cudnn_attention: bool = False, cudnn_benchmark: bool = False) -> None:
     """Kernel choices `hw5 bench` measured on an H100 (README, performance): cuDNN's attention builds
-    an execution plan for every new (batch, length) shape (~0.1 s each; bucketed batches have dozens),
-    so SDPA uses its flash / memory-efficient kernels instead; cuDNN autotuning replaces the slow
-    default kernel it picks for HuBERT's bf16 grouped positional convolution."""
+    an execution plan for every new (batch, length) shape (warm-up 7-20 s per epoch-sized pass vs 2 s,
+    same steady rate), so SDPA uses its flash / memory-efficient kernels; cuDNN autotuning of
+    convolutions costs ~10 s of warm-up per SER pass and bought nothing, so it stays off."""
     torch.backends.cuda.enable_cudnn_sdp(cudnn_attention)
     torch.backends.cudnn.benchmark = cudnn_benchmark
 

@@ -3,10 +3,11 @@ from __future__ import annotations
 
 import json
 
+import pytest
 import torch
 
 from hw5.__main__ import main
-from hw5.bench import PATHS, plan, warmup_steps
+from hw5.bench import PATHS, can_compile, plan, warmup_steps
 from hw5.bench_work import ser_workload
 
 
@@ -33,3 +34,44 @@ def test_plans_cover_every_example_and_the_ceiling_has_one_shape():
         assert sorted(i for batch, _ in steps for i in batch) == list(range(40))
     ceiling = plan(work, PATHS["ceiling"])
     assert len({(len(b), w) for b, w in ceiling}) == 1
+
+
+def test_ablations_name_what_each_optimization_buys_and_estimate_the_grid(tmp_path):
+    from hw5.bench import bench
+    table = bench(tmp_path, ("ser",), full=False, ser_clips=12, ablations=True)
+    paths = set(table["path"])
+    assert {"project-fp32", "project-random", "project-fixed", "project-waves", "project-x2",
+            "project-eval"} <= paths
+    assert ("ceiling-compiled" in paths) == can_compile(torch.device("cpu"))
+    rows = table.set_index("path")
+    assert rows.loc["project-random", "padding_share"] > rows.loc["project", "padding_share"]
+    assert rows.loc["project-x2", "steps"] < rows.loc["project", "steps"]        # fuller steps
+    assert (table["warmup_seconds"] > 0).all()
+    report = json.loads((tmp_path / "bench.json").read_text())
+    assert report["grid_estimate"] is None                # NLI rates missing: no partial estimate
+
+
+def test_warmup_visits_every_step_shape_once():
+    steps = [([0, 1], 10), ([2, 3], 12), ([4, 5], 10), ([6], 12)]
+    assert warmup_steps(steps) == [([0, 1], 10), ([0, 1], 10), ([2, 3], 12), ([6], 12)]
+
+
+def test_decode_bench_decodes_each_clip_once(tmp_path):
+    from hw5.bench_decode import decode_bench
+    result = decode_bench(12, workers=2)
+    assert result["clips"] == 12 and result["first_pass_clips_per_s"] > 0 and result["decode_clips_per_s"] > 0
+    assert result["second_pass_decoded"] == 0 and result["audio_seconds"] > 12 * 0.3
+
+
+def test_grid_estimate_charges_each_experiment_the_rate_of_its_batching():
+    import pandas as pd
+    from hw5.bench_grid import estimate
+    rates = {"project": 1000, "project-random": 500, "project-fixed": 250, "project-waves": 800, "project-eval": 4000}
+    rows = [dict(task=task, path=path, units_per_s=rate * unit, examples_per_s=rate, seconds=1.0, prep_seconds=0.0)
+            for task, unit in (("nli", 75.0), ("ser", 4.0)) for path, rate in rates.items()]
+    est = estimate(pd.DataFrame(rows), "test device")
+    per_run = est["seconds_per_run"]
+    assert per_run["nli-full"] == pytest.approx(3 * 7266 / 1000 + (3 * 1537 + 1564) / 4000)   # bucketed
+    assert per_run["ser-mean"] == pytest.approx(10 * 2400 / 500 + (10 * 300 + 300) / 4000)    # random batches
+    assert per_run["ser-fixedpad"] == pytest.approx(10 * 2400 / 250 + (10 * 300 + 300) / 4000)
+    assert est["hours"] == pytest.approx(5 * sum(per_run.values()) / 3600)

@@ -47,6 +47,7 @@ def test_yaml_1_2_floats_are_floats(tmp_path):
     (BASE.replace("task: nli}", "task: nil}"), "needs 'task: nli' or 'task: ser'"),
     (BASE.replace("seeds: [0, 1]", "seeds: 0-4"), "'seeds' must be a list of integers"),
     (BASE + "  bad: [\n", "not valid YAML"),
+    (BASE.replace("epochs: 3", "batch_budget: 4096.0, batching: dynamic"), "nli-full.batch_budget is 4096.0: it needs batching: bucket"),
     (BASE.replace("defaults:", "defualts:"), "unknown key 'defualts' in top level; did you mean 'defaults'?"),
 ])
 def test_bad_grid_is_one_clear_error(tmp_path, text, message):

@@ -46,3 +46,35 @@ def test_the_whole_path_learns_well_above_chance(tmp_path):
     majority = max(row["support"] for row in m["test"]["per_class"].values()) / m["test"]["n"]
     # measured: 0.80 test accuracy (60 clips) after 10 epochs; the majority class is ~0.35
     assert m["test"]["accuracy"] >= 0.75 > majority + 0.3
+
+
+def test_audio_budget_batches_and_epochs_never_decode_again(tmp_path, monkeypatch):
+    """batch_budget fills training batches to N padded audio-seconds; once the data is built (decoded
+    and cached), training epochs read no audio: decoding or cache reads would fail here."""
+    import torch
+
+    from hw5 import ser
+    from hw5.checkpoint import Checkpointer
+    from hw5.config import resolve_config
+    from hw5.data import audio
+    from hw5.train import fit
+
+    grid = fast_grid(tmp_path, ser={"synthetic_clips": 120, "epochs": 2, "batching": "bucket",
+                                    "batch_budget": 8.0})
+    cfg = resolve_config("ser-mean", smoke=True, path=grid)
+    model, data, _ = ser.build(cfg, 0, tmp_path / "data")
+    for epoch in (0, 1):
+        batches = data.train_batches(epoch)
+        assert sorted(i for b in batches for i in b) == list(range(len(data.lengths["train"])))
+        widest = [max(data.lengths["train"][i] for i in b) * len(b) for b in batches]
+        assert all(w <= 8.0 * 16000 for w, b in zip(widest, batches) if len(b) > 1)
+        assert len({len(b) for b in batches}) > 1              # short clips share a step, long ones don't
+
+    def no_audio(*args, **kwargs):
+        raise AssertionError("audio decoded or read from the cache during training")
+    monkeypatch.setattr(audio, "load_clip", no_audio)
+    monkeypatch.setattr(audio.AudioCache, "load", no_audio)
+    monkeypatch.setattr(audio.AudioCache, "ensure", no_audio)
+    result = fit(model, data, cfg, Checkpointer(tmp_path / "ckpt", "test"), torch.device("cpu"),
+                 ser.loss_weights(data, cfg))
+    assert len(result.history) == 2 and result.examples == 2 * len(data.lengths["train"])

@@ -61,6 +61,3 @@ def prefetched(items: Iterable[T], make: Callable[[T], object], depth: int = 2,
     finally:
         stop.set()
 
-
-def pinning_pays(device: torch.device) -> bool:
-    return device.type == "cuda"
