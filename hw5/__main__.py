@@ -58,8 +58,8 @@ def parser() -> argparse.ArgumentParser:
     bench.add_argument("--nli-pairs", type=int, default=512, help="pairs per NLI epoch (default 512)")
     bench.add_argument("--ser-clips", type=int, default=320, help="clips per SER epoch (default 320)")
     bench.add_argument("--ablations", action="store_true",
-                       help="also time the project path minus each optimization, forward-only, torch.compile, "
-                            "and estimate the default grid's GPU time")
+                       help="also time the project path minus (or plus) each optimization, 2x examples per step, "
+                            "forward-only, torch.compile on the fixed shape, and estimate the default grid's time")
     bench.add_argument("--decode", type=int, default=0, metavar="N",
                        help="also time decode + resample of an N-clip synthetic ShEMO-format corpus (e.g. 3000)")
     bench.add_argument("--profile", action="store_true",
