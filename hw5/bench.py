@@ -113,8 +113,7 @@ def plan(work: Workload, v: Variant, seed: int = 0) -> list[tuple[list[int], int
         width = work.naive_width if v.padding == "max" else max(lengths)
         return [(b, width) for b in batches]
     if v.padding == "bucket":
-        batches = (batching.budget_batches(lengths, work.budget * v.scale, seed, 0) if work.budget
-                   else batching.train_batches(lengths, bs, "bucket", seed, 0))
+        batches = batching.train_batches(lengths, bs, "bucket", seed, 0, budget=work.budget * v.scale)
         return [(b, max(lengths[i] for i in b)) for b in batches]
     mean = int(np.mean(lengths))          # ceiling: same units, one shape
     steps = max(1, round(sum(lengths) / (bs * mean)))

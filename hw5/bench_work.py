@@ -75,12 +75,7 @@ def ser_workload(device: torch.device, full: bool, n: int, max_seconds: float = 
     waves = [rng.standard_normal(length).astype(np.float32) for length in lengths]
 
     def make_batch(indices: list[int], width: int) -> dict:
-        x = torch.zeros(len(indices), width)
-        mask = torch.zeros(len(indices), width, dtype=torch.long)
-        for row, i in enumerate(indices):
-            used = min(lengths[i], width)
-            x[row, :used] = torch.from_numpy(waves[i][:used])
-            mask[row, :used] = 1
+        x, mask = batching.pad_rows([torch.from_numpy(waves[i][:width]) for i in indices], width)
         return {"input_values": x, "attention_mask": mask}
     cfg = HubertConfig() if full else HubertConfig(**TINY_HUBERT)
     torch.manual_seed(0)
@@ -100,7 +95,7 @@ def ser_workload(device: torch.device, full: bool, n: int, max_seconds: float = 
 
     def feature_batch(indices: list[int], width: int) -> dict:
         frames = model.num_frames(width)
-        x, mask = batching.pad_frames([features[i][:frames] for i in indices], frames)
+        x, mask = batching.pad_rows([features[i][:frames] for i in indices], frames)
         return {"features": x, "frame_mask": mask}
     batch = 16                               # the study's clips per step
     return Workload("ser", "audio_seconds", lengths, make_batch, model, batch, 1.0 / SR,

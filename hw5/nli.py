@@ -49,10 +49,8 @@ class NLIData:
         self.labels = {name: torch.tensor([p.label for p in pairs]) for name, pairs in splits.items()}
 
     def train_batches(self, epoch: int) -> list[list[int]]:
-        if self.cfg.batch_budget:
-            return batching.budget_batches(self.lengths["train"], int(self.cfg.batch_budget), self.seed, epoch)
         return batching.train_batches(self.lengths["train"], self.cfg.batch_size, self.cfg.batching,
-                                      self.seed, epoch)
+                                      self.seed, epoch, budget=int(self.cfg.batch_budget))
 
     def eval_batches(self, split: str) -> list[list[int]]:
         return batching.eval_batches(self.lengths[split], self.cfg.eval_batch_size, self.cfg.batching)

@@ -76,11 +76,9 @@ class SERData:
 
     def train_batches(self, epoch: int) -> list[list[int]]:
         self.epoch = epoch           # crops of this epoch are drawn from (seed, epoch, clip)
-        if self.cfg.batch_budget:
-            budget = int(self.cfg.batch_budget * self.sr)
-            return batching.budget_batches(self.lengths["train"], budget, self.seed, epoch)
         mode = "bucket" if self.cfg.batching == "bucket" else "dynamic"
-        return batching.train_batches(self.lengths["train"], self.cfg.batch_size, mode, self.seed, epoch)
+        return batching.train_batches(self.lengths["train"], self.cfg.batch_size, mode, self.seed, epoch,
+                                      budget=int(self.cfg.batch_budget * self.sr))
 
     def eval_batches(self, split: str) -> list[list[int]]:
         return batching.eval_batches(self.lengths[split], self.cfg.eval_batch_size, self.cfg.batching)
@@ -105,11 +103,9 @@ class SERData:
         return Batch(inputs, self.labels[split][indices], real, width * len(indices) / self.sr)
 
     def _waves(self, indices, split, crops, width) -> dict[str, torch.Tensor]:
-        values = torch.zeros(len(indices), width)
-        mask = torch.zeros(len(indices), width, dtype=torch.long)
-        for row, (i, (start, length)) in enumerate(zip(indices, crops)):
-            values[row, :length] = torch.from_numpy(self.waves[split][i][start:start + length])
-            mask[row, :length] = 1
+        waves = self.waves[split]
+        rows = [torch.from_numpy(waves[i][start:start + length]) for i, (start, length) in zip(indices, crops)]
+        values, mask = batching.pad_rows(rows, width)
         return {"input_values": values, "attention_mask": mask}
 
     def _features(self, indices, split, crops, width) -> dict[str, torch.Tensor]:
@@ -121,7 +117,7 @@ class SERData:
             n = frames.shape[0] if length == self.samples[split][i] else model.num_frames(length)
             first = min(start // model.hop, frames.shape[0] - n)    # the frame nearest the sample crop
             rows.append(frames[first:first + n])
-        out, mask = batching.pad_frames(rows, model.num_frames(width))
+        out, mask = batching.pad_rows(rows, model.num_frames(width))
         return {"features": out, "frame_mask": mask}
 
     def prepare_features(self) -> None:

@@ -14,8 +14,12 @@ def epoch_generator(seed: int, epoch: int) -> torch.Generator:
     return torch.Generator().manual_seed(seed * 1_000_003 + epoch)
 
 
-def train_batches(lengths: list[int], batch_size: int, mode: str, seed: int, epoch: int) -> list[list[int]]:
-    """Shuffled batches of indices; "bucket" sorts each chunk of 64 batches by length first."""
+def train_batches(lengths: list[int], batch_size: int, mode: str, seed: int, epoch: int,
+                  budget: int = 0) -> list[list[int]]:
+    """Shuffled batches of indices; "bucket" sorts each chunk of 64 batches by length first, or, with a
+    budget, fills length-sorted batches to `budget` padded units (`budget_batches`)."""
+    if budget and mode == "bucket":
+        return budget_batches(lengths, budget, seed, epoch)
     gen = epoch_generator(seed, epoch)
     perm = torch.randperm(len(lengths), generator=gen).tolist()
     if mode != "bucket":
@@ -62,11 +66,12 @@ def pad_2d(rows: list[list[int]], width: int, value: int = 0) -> torch.Tensor:
     return out
 
 
-def pad_frames(rows: list[torch.Tensor], frames: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """(B, frames, dim) zero-padded feature rows + (B, frames) 0/1 mask, built where the rows live
-    (no host round trip for features cached on the GPU)."""
-    out = rows[0].new_zeros(len(rows), frames, rows[0].shape[1])
-    mask = torch.zeros(len(rows), frames, dtype=torch.long, device=out.device)
+def pad_rows(rows: list[torch.Tensor], width: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Rows of at most `width` steps (waveforms (T,) or CNN features (T, dim)) zero-padded into
+    (B, width, ...) + a (B, width) 0/1 mask, built where the rows live (no host round trip for
+    features cached on the GPU)."""
+    out = rows[0].new_zeros(len(rows), width, *rows[0].shape[1:])
+    mask = torch.zeros(len(rows), width, dtype=torch.long, device=out.device)
     for row, x in enumerate(rows):
         out[row, :len(x)] = x
         mask[row, :len(x)] = 1
