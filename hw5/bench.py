@@ -8,8 +8,9 @@
   ceiling  one representative batch shape (batch x mean length) repeated: the fixed-shape bound
 
 `--ablations` adds the project path minus (or plus) one optimization at a time (what each one buys),
-twice the examples per step, the forward-only rate, torch.compile on the fixed-shape ceiling, and an
-estimate of the default grid's device time from these rates.
+twice the examples per step, the forward-only rate, CUDA graphs (hw5.graphs: one captured step per
+batch shape, widths rounded to 16 tokens / 1 s; CUDA only), torch.compile on the fixed-shape ceiling,
+and an estimate of the default grid's device time from these rates.
 Units are real tokens (NLI) or real audio seconds (SER) per second; padding is not counted as work.
 Random-init models from configs (no hub): tiny ones on CPU (seconds), full-size ones on a GPU.
 """
@@ -30,7 +31,9 @@ import torch.nn.functional as F
 from hw5.bench_work import Workload, farstail_lengths, nli_workload, ser_workload
 from hw5.data import batching
 from hw5.data.loader import prefetched
-from hw5.io import provenance, write_json_atomic, write_text_atomic
+from hw5.bench_report import grid_estimate, with_ratios, write_report
+from hw5.io import write_text_atomic
+from hw5.graphs import StepGraphs
 from hw5.train import autocast, cuda_kernel_choices
 
 
@@ -49,6 +52,7 @@ class Variant:
     cudnn_attention: bool = False   # SDPA may use cuDNN's attention (a plan per new shape)
     cudnn_benchmark: bool = False   # cuDNN autotunes convolutions per shape
     scale: int = 1      # examples (or budget) per step x scale
+    graphs: bool = False     # CUDA graph per step shape (hw5.graphs); widths rounded, batch_size batches
 
 
 NAIVE = Variant("max", "fp32", True, False, False, False, batch="naive", cudnn_attention=True)  # torch defaults
@@ -67,6 +71,8 @@ ABLATIONS = {                      # the project path minus (or plus) one optimi
     "project+autotune": replace(PROJECT, cudnn_benchmark=True),  # measured: warm-up cost, no gain
     "project-x2": replace(PROJECT, scale=2),               # twice the examples (budget) per step
     "project-eval": replace(PROJECT, train=False),
+    "project+graphs": replace(PROJECT, graphs=True),         # CUDA only: the cuda_graphs training option
+    "ceiling+graphs": replace(PATHS["ceiling"], graphs=True),  # CUDA only: one shape, one graph: GPU-bound
     # last: compiling changes the model in place. Bucketed shapes recompile (measured: slower), so
     # compile is timed where shapes allow it: the fixed-shape ceiling.
     "ceiling-compiled": replace(PATHS["ceiling"], compiled=True),
@@ -113,8 +119,10 @@ def plan(work: Workload, v: Variant, seed: int = 0) -> list[tuple[list[int], int
         width = work.naive_width if v.padding == "max" else max(lengths)
         return [(b, width) for b in batches]
     if v.padding == "bucket":
-        batches = batching.train_batches(lengths, bs, "bucket", seed, 0, budget=work.budget * v.scale)
-        return [(b, max(lengths[i] for i in b)) for b in batches]
+        budget = 0 if v.graphs else work.budget * v.scale     # graphs: fixed examples per step
+        batches = batching.train_batches(lengths, bs, "bucket", seed, 0, budget=budget)
+        step = work.width_step if v.graphs else 0
+        return [(b, batching.round_width(max(lengths[i] for i in b), step)) for b in batches]
     mean = int(np.mean(lengths))          # ceiling: same units, one shape
     steps = max(1, round(sum(lengths) / (bs * mean)))
     return [([i % n for i in range(bs)], mean)] * steps
@@ -158,6 +166,7 @@ def timed_pass(work: Workload, name: str, v: Variant, device: torch.device) -> P
         compile_blocks(model, dynamic=v.padding != "shape")
     trainable = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(trainable, lr=1e-5, fused=device.type == "cuda" and v.fused)
+    graphs = StepGraphs(model, opt, device, v.precision) if v.graphs else None
     model.train(v.train)
     _reset_peak(device)
     rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
@@ -172,7 +181,7 @@ def timed_pass(work: Workload, name: str, v: Variant, device: torch.device) -> P
             _sync(device)
             warmup_s = time.perf_counter() - started
             started = time.perf_counter()
-        _step(model, opt, inputs, len(indices), v, device, ceiling=v.padding == "shape")
+        _step(model, opt, inputs, len(indices), v, device, ceiling=v.padding == "shape", graphs=graphs)
         if k >= len(warm):
             used = width * len(indices) if v.padding == "shape" else sum(min(lengths[i], width) for i in indices)
             real, padded, examples = real + used, padded + width * len(indices), examples + len(indices)
@@ -182,11 +191,16 @@ def timed_pass(work: Workload, name: str, v: Variant, device: torch.device) -> P
                       examples / seconds, 1 - real / padded, _peak_mb(device, rss0), prep, warmup_s)
 
 
-def _step(model, opt, inputs: dict, batch: int, v: Variant, device: torch.device, ceiling: bool) -> None:
+def _step(model, opt, inputs: dict, batch: int, v: Variant, device: torch.device, ceiling: bool,
+          graphs: StepGraphs | None = None) -> None:
     inputs = {key: x.to(device, non_blocking=v.prefetch) for key, x in inputs.items()}
     if ceiling:                                  # one shape, no padding: the bound
-        inputs = {key: torch.ones_like(x) if key.endswith("mask") else x for key, x in inputs.items()}
+        inputs = {key: torch.ones_like(x) if key.endswith("mask") and x.dtype != torch.bool else x
+                  for key, x in inputs.items()}
     y = torch.zeros(batch, dtype=torch.long, device=device)
+    if graphs is not None:
+        graphs.step(inputs, y)
+        return
     grad = contextlib.nullcontext() if v.train else torch.no_grad()
     with grad, autocast(device, v.precision):
         loss = F.cross_entropy(model(**inputs).float(), y)
@@ -225,6 +239,20 @@ def profile_project(work: Workload, device: torch.device, out_dir: Path, steps: 
     return path
 
 
+@contextlib.contextmanager
+def graph_safe_model(model: torch.nn.Module, graphs: bool):
+    """HuBERT's LayerDrop decides on the host; cuda_graphs trains without it (hw5.models.ser)."""
+    config = getattr(model.encoder, "config", None)
+    saved = getattr(config, "layerdrop", None)
+    if graphs and saved is not None:
+        config.layerdrop = 0.0
+    try:
+        yield
+    finally:
+        if saved is not None:
+            config.layerdrop = saved
+
+
 def _reset_peak(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.empty_cache()
@@ -245,7 +273,7 @@ def _sync(device: torch.device) -> None:
 
 def bench(out_dir: Path, tasks=("nli", "ser"), full: bool | None = None, nli_pairs: int = 512,
           ser_clips: int = 320, data_dir: Path | None = None, ablations: bool = False,
-          profile: bool = False, decode_clips: int = 0) -> pd.DataFrame:
+          profile: bool = False, decode_clips: int = 0, startup_clips: int = 0) -> pd.DataFrame:
     from hw5.run import limit_threads
     limit_threads()
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -256,9 +284,11 @@ def bench(out_dir: Path, tasks=("nli", "ser"), full: bool | None = None, nli_pai
         work = (nli_workload(device, full, nli_pairs, farstail_lengths(data_dir)) if task == "nli"
                 else ser_workload(device, full, ser_clips))
         for name, v in variants.items():
-            if not applies(work, name) or (v.compiled and not can_compile(device)):
+            if (not applies(work, name) or (v.compiled and not can_compile(device))
+                    or (v.graphs and device.type != "cuda")):
                 continue
-            result = timed_pass(work, name, v, device)
+            with graph_safe_model(work.model, v.graphs):
+                result = timed_pass(work, name, v, device)
             rows.append(asdict(result))
             if profile and name == "ceiling":      # before any ablation (compiling changes the model)
                 print(f"bench: wrote {profile_project(work, device, out_dir)}", flush=True)
@@ -267,44 +297,14 @@ def bench(out_dir: Path, tasks=("nli", "ser"), full: bool | None = None, nli_pai
                   f"peak {result.peak_memory_mb:8.1f} MB  prep {result.prep_seconds:5.1f}s  "
                   f"warm-up {result.warmup_seconds:5.1f}s", flush=True)
         del work
-    table = _with_ratios(pd.DataFrame(rows)) if rows else pd.DataFrame()
-    estimate = grid_estimate(table, device) if ablations and rows else None
-    decode = None
+    table = with_ratios(pd.DataFrame(rows)) if rows else pd.DataFrame()
+    decode = startup = None
     if decode_clips:
         from hw5.bench_decode import decode_bench
         decode = decode_bench(decode_clips)
-    _write(out_dir, table, device, full, estimate, decode)
+    if startup_clips:
+        from hw5.bench_startup import startup_bench
+        startup = startup_bench(data_dir, startup_clips)
+    estimate = grid_estimate(table, device, startup) if ablations and rows else None
+    write_report(out_dir, table, device, full, estimate, decode, startup)
     return table
-
-
-def _with_ratios(table: pd.DataFrame) -> pd.DataFrame:
-    by = table.set_index(["task", "path"])["units_per_s"]
-    table["vs_naive"] = [r.units_per_s / by[(r.task, "naive")] for r in table.itertuples()]
-    table["vs_ceiling"] = [r.units_per_s / by[(r.task, "ceiling")] for r in table.itertuples()]
-    return table
-
-
-def grid_estimate(table: pd.DataFrame, device: torch.device) -> dict | None:
-    from hw5.bench_grid import estimate
-    return estimate(table, torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu")
-
-
-def _write(out_dir: Path, table: pd.DataFrame, device: torch.device, full: bool, estimate: dict | None,
-           decode: dict | None) -> None:
-    name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
-    meta = {"device": name, "models": "full-size" if full else "tiny", "threads": torch.get_num_threads(),
-            "provenance": provenance(name)}
-    write_json_atomic(out_dir / "bench.json", {**meta, "rows": table.to_dict(orient="records"),
-                                               "grid_estimate": estimate, "decode": decode})
-    md = table.to_markdown(index=False, floatfmt=".3g") if len(table) else "(no training paths timed)"
-    text = f"### hw5 bench ({meta['models']} models on {name}, {meta['threads']} threads)\n\n{md}\n"
-    if estimate:
-        text += "\n" + estimate["markdown"] + "\n"
-    if decode:
-        text += (f"\nDecode + resample to 16 kHz, {decode['clips']} synthetic ShEMO-format clips "
-                 f"({decode['audio_seconds'] / 3600:.2f} h), {decode['workers']} processes: "
-                 f"**{decode['decode_clips_per_s']:.0f} clips/s**; with the audio-cache writes "
-                 f"{decode['first_pass_clips_per_s']:.0f} clips/s; second pass decoded "
-                 f"{decode['second_pass_decoded']}.\n")
-    write_text_atomic(out_dir / "bench.md", text)
-    print(f"bench: wrote {out_dir / 'bench.md'} and bench.json")

@@ -35,6 +35,7 @@ class Workload:
     naive_lengths: list[int] | None = None   # real lengths on the naive path when it truncates less
     budget: int = 0                 # >0: project batches hold this many padded units
     fast_batch: Callable | None = None       # project-path inputs (SER: cached CNN features)
+    width_step: int = 0             # project+graphs: padded widths rounded up to this (tokens / samples)
     prepare: Callable[[], float] | None = None   # one-off work of the project path -> seconds
 
 
@@ -61,7 +62,8 @@ def nli_workload(device: torch.device, full: bool, n: int, lengths: list[int] | 
     # tiny models on CPU pad to the dataset's longest pair instead: 512 costs minutes there
     naive_width = NOTEBOOK_MAX_TOKENS if full else max(full_lengths)
     return Workload("nli", "tokens", [min(x, NLI_MAX_LENGTH) for x in full_lengths], make_batch, model,
-                    32, 1.0, naive_width=naive_width, naive_batch=16, naive_lengths=full_lengths)
+                    32, 1.0, naive_width=naive_width, naive_batch=16, naive_lengths=full_lengths,
+                    width_step=16)
 
 
 def ser_workload(device: torch.device, full: bool, n: int, max_seconds: float = SER_MAX_SECONDS) -> Workload:
@@ -95,12 +97,14 @@ def ser_workload(device: torch.device, full: bool, n: int, max_seconds: float = 
 
     def feature_batch(indices: list[int], width: int) -> dict:
         frames = model.num_frames(width)
-        x, mask = batching.pad_rows([features[i][:frames] for i in indices], frames)
-        return {"features": x, "frame_mask": mask}
+        rows = [features[i][:frames] for i in indices]
+        x, mask = batching.pad_rows(rows, frames)
+        spans = model.draw_time_mask([len(r) for r in rows], frames)      # as SERData draws them
+        return {"features": x, "frame_mask": mask, **({"time_mask": spans} if spans is not None else {})}
     batch = 16                               # the study's clips per step
     return Workload("ser", "audio_seconds", lengths, make_batch, model, batch, 1.0 / SR,
                     naive_width=max(lengths), naive_batch=8, budget=int(batch * np.mean(lengths)),
-                    fast_batch=feature_batch, prepare=prepare)
+                    fast_batch=feature_batch, prepare=prepare, width_step=SR)
 
 
 def farstail_lengths(data_dir: Path | None) -> list[int] | None:

@@ -49,6 +49,11 @@ class TrainConfig:
     batch_budget: float = 0.0      # >0 with batching "bucket": fill each training batch to this many padded
                                    # units (NLI tokens, SER audio-seconds) instead of batch_size examples;
                                    # fewer, fuller steps (hw5 bench: a GPU step is host-bound)
+    width_step: float = 0.0        # >0: round each batch's padded width up to a multiple of this many tokens
+                                   # (NLI) / audio-seconds (SER): a few distinct batch shapes (cuda_graphs)
+    cuda_graphs: bool = False      # CUDA: replay each training step shape as one captured CUDA graph
+                                   # (hw5/graphs.py); needs width_step, no batch_budget; eager on CPU.
+                                   # Off until `hw5 bench` (project+graphs) has measured it on a GPU
     log_every: int = 50            # steps between progress lines
     checkpoint_every: int = 0      # steps between periodic checkpoints (0 = only at epoch ends / USR2)
 
@@ -226,12 +231,30 @@ def _validated(path: Path, name: str, cfg: TrainConfig) -> TrainConfig:
     if cfg.batch_budget < 0 or (cfg.batch_budget and cfg.batching != "bucket"):
         raise ConfigError(f"{path}: {name}.batch_budget is {cfg.batch_budget}: it needs batching: bucket "
                           f"and a positive number of padded tokens (NLI) or audio-seconds (SER)")
+    if cfg.width_step < 0:
+        raise ConfigError(f"{path}: {name}.width_step must be >= 0 (0 = pad to each batch's longest example)")
+    _check_graphs(path, name, cfg)
     if isinstance(cfg, NLIConfig) and not 0.0 <= cfg.prune_heads_fraction < 1.0:
         raise ConfigError(f"{path}: {name}.prune_heads_fraction must be in [0, 1)")
     if isinstance(cfg, SERConfig) and cfg.feature_cache and not cfg.freeze_feature_encoder:
         raise ConfigError(f"{path}: {name}: feature_cache needs freeze_feature_encoder: true "
                           f"(a training CNN's output cannot be cached)")
     return cfg
+
+
+def _check_graphs(path: Path, name: str, cfg: TrainConfig) -> None:
+    """One graph is captured per batch shape: the shapes must be few, and SER must train on features."""
+    if not cfg.cuda_graphs:
+        return
+    if not cfg.width_step or cfg.batch_budget:
+        raise ConfigError(f"{path}: {name}: cuda_graphs needs width_step > 0 (e.g. 16 tokens, 1.0 s) and "
+                          f"batch_budget: 0, so that batches come in a few shapes (one graph each)")
+    if cfg.batching == "fixed":
+        raise ConfigError(f"{path}: {name}: cuda_graphs with batching: fixed is one shape already; "
+                          f"use batching: bucket or dynamic")
+    if isinstance(cfg, SERConfig) and not cfg.feature_cache:
+        raise ConfigError(f"{path}: {name}: cuda_graphs needs feature_cache: true (the waveform path draws "
+                          f"SpecAugment spans inside the model, on the host)")
 
 
 def config_dict(cfg: TrainConfig) -> dict:

@@ -58,7 +58,8 @@ class NLIData:
     def collate(self, indices: list[int], split: str) -> Batch:
         enc = self.encoded[split]
         lengths = [self.lengths[split][i] for i in indices]
-        width = self.cfg.max_length if self.cfg.batching == "fixed" else max(lengths)
+        width = (self.cfg.max_length if self.cfg.batching == "fixed" else
+                 batching.round_width(max(lengths), int(self.cfg.width_step), self.cfg.max_length))
         ids = batching.pad_2d([enc["input_ids"][i] for i in indices], width, self.pad_id)
         types = batching.pad_2d([enc["token_type_ids"][i] for i in indices], width, 0)
         mask = batching.pad_2d([[1] * n for n in lengths], width, 0)

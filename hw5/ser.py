@@ -1,6 +1,7 @@
 """The SER task: ShEMO (or its synthetic stand-in) decoded once to 16 kHz, split, batched, classified."""
 from __future__ import annotations
 
+import os
 import time
 from pathlib import Path
 
@@ -10,6 +11,7 @@ import torch
 from hw5.config import SERConfig, resolve_config, validate
 from hw5.data import batching
 from hw5.data.audio import AudioCache
+from hw5.data.feature_store import FeatureStore, cnn_key
 from hw5.data.shemo import EMOTIONS, ShemoClip, list_corpus
 from hw5.data.splits import PART_NAMES, speaker_split, stratified_split
 from hw5.data.synthetic import generate_corpus
@@ -58,7 +60,8 @@ class SERData:
     classes = list(EMOTIONS)
     unit = "audio_seconds"
 
-    def __init__(self, clips, waves, parts, cfg: SERConfig, seed: int, model: SERClassifier | None = None):
+    def __init__(self, clips, waves, parts, cfg: SERConfig, seed: int, model: SERClassifier | None = None,
+                 feature_dir: Path | None = None):
         self.cfg, self.seed, self.sr, self.epoch = cfg, seed, cfg.sample_rate, 0
         self.clips = {name: [clips[i] for i in idx] for name, idx in parts.items()}
         self.waves = {name: [waves[i] for i in idx] for name, idx in parts.items()}
@@ -71,6 +74,7 @@ class SERData:
         if cfg.feature_cache and model is None:
             raise ValueError("SERData: feature_cache needs the model whose CNN computes the features")
         self.model = model if cfg.feature_cache else None
+        self.feature_dir = feature_dir     # FeatureStore root shared by runs; None = compute every run
         self.features: dict[str, list[torch.Tensor]] | None = None    # per split, per clip (frames, dim)
         self.feature_stats: dict | None = None
 
@@ -95,7 +99,8 @@ class SERData:
 
     def collate(self, indices: list[int], split: str) -> Batch:
         fixed = self.cfg.batching == "fixed"
-        width = self.fixed_width if fixed else max(self.lengths[split][i] for i in indices)
+        width = self.fixed_width if fixed else batching.round_width(
+            max(self.lengths[split][i] for i in indices), int(self.cfg.width_step * self.sr))
         crops = [self._crop(split, i, width) for i in indices]
         make = self._features if self.model is not None else self._waves
         inputs = make(indices, split, crops, width)
@@ -118,31 +123,65 @@ class SERData:
             first = min(start // model.hop, frames.shape[0] - n)    # the frame nearest the sample crop
             rows.append(frames[first:first + n])
         out, mask = batching.pad_rows(rows, model.num_frames(width))
-        return {"features": out, "frame_mask": mask}
+        inputs = {"features": out, "frame_mask": mask}
+        spans = model.draw_time_mask([len(r) for r in rows], out.shape[1]) if split == "train" else None
+        if spans is not None:          # drawn with the batch, on the host: the step stays free of host work
+            inputs["time_mask"] = spans
+        return inputs
 
     def prepare_features(self) -> None:
-        """Run the frozen CNN once per clip, alone (unpadded); keep the features on its device.
+        """The frozen CNN's features of every clip, computed alone (unpadded), kept on its device.
 
-        Called by the first collate; call it earlier to keep the one-off cost out of the first
-        epoch's time. The waveforms are dropped afterwards (the features replace them)."""
+        Read from the shared FeatureStore when `feature_dir` is set (written there when missing), so
+        only the grid's first SER run pays for the CNN. Called by the first collate; call it earlier to
+        keep the one-off cost out of the first epoch's time. The waveforms are dropped afterwards."""
         if self.features is not None or self.model is None:
             return
-        started, total, done = time.perf_counter(), sum(map(len, self.waves.values())), 0
-        features = {}
-        for split, waves in self.waves.items():
-            features[split] = []
-            for wave in waves:
-                features[split].append(self.model.clip_features(torch.from_numpy(wave)))
-                done += 1
-                if done % 500 == 0:
-                    print(f"  CNN features: {done}/{total} clips", flush=True)
+        started = time.perf_counter()
+        store = self._store()
+        features = {split: [None] * len(waves) for split, waves in self.waves.items()}
+        todo = [(split, i) for split, waves in self.waves.items() for i in range(len(waves))]
+        # each process its own order: concurrent jobs compute different clips first and share them
+        order = np.random.default_rng([os.getpid(), time.time_ns() % 2**32]).permutation(len(todo))
+        computed = 0
+        for done, k in enumerate(order, 1):
+            split, i = todo[k]
+            features[split][i], fresh = self._clip_features(self.waves[split][i], store)
+            computed += fresh
+            if done % 500 == 0:
+                print(f"  CNN features: {done}/{len(todo)} clips ({computed} computed)", flush=True)
         self.features, self.waves = features, None
-        clips = [f for fs in features.values() for f in fs]
-        self.feature_stats = {"clips": len(clips), "frames": sum(f.shape[0] for f in clips),
+        self._feature_stats(started, computed, store)
+
+    def _store(self) -> FeatureStore | None:
+        if self.feature_dir is None:
+            return None
+        cnn = self.model.encoder.feature_extractor
+        return FeatureStore(self.feature_dir, cnn_key(cnn, next(cnn.parameters()).device))
+
+    def _clip_features(self, wave: np.ndarray, store: FeatureStore | None) -> tuple[torch.Tensor, bool]:
+        """(features on the model's device, whether the CNN ran for them)."""
+        model = self.model
+        if store is not None:
+            stored = store.load(wave, model.num_frames(len(wave)), model.encoder.config.conv_dim[-1])
+            if stored is not None:
+                return torch.from_numpy(stored).to(next(model.parameters()).device), False
+        features = model.clip_features(torch.from_numpy(wave))
+        if store is not None:
+            store.save(wave, features.cpu().numpy())
+        return features, True
+
+    def _feature_stats(self, started: float, computed: int, store: FeatureStore | None) -> None:
+        clips = [f for fs in self.features.values() for f in fs]
+        self.feature_stats = {"clips": len(clips), "computed": computed, "loaded": len(clips) - computed,
+                              "store": str(store.folder) if store else None,
+                              "frames": sum(f.shape[0] for f in clips),
                               "megabytes": sum(f.numel() * f.element_size() for f in clips) / 2**20,
                               "seconds": time.perf_counter() - started, "device": str(clips[0].device)}
-        print(f"CNN features of {total} clips computed once in {self.feature_stats['seconds']:.1f}s "
-              f"({self.feature_stats['megabytes']:.0f} MB on {self.feature_stats['device']})", flush=True)
+        stats = self.feature_stats
+        print(f"CNN features of {len(clips)} clips ready in {stats['seconds']:.1f}s: {computed} computed, "
+              f"{stats['loaded']} loaded from {stats['store'] or 'nowhere (no store)'} "
+              f"({stats['megabytes']:.0f} MB on {stats['device']})", flush=True)
 
 
 def load_waves(clips: list[ShemoClip], cfg: SERConfig, extractor) -> list[np.ndarray]:
@@ -164,7 +203,7 @@ def build(cfg: SERConfig, seed: int, data_dir: Path):
     parts = split_indices(cfg, clips)
     waves = load_waves(clips, cfg, extractor)
     model, variant = build_ser_model(path, cfg, len(EMOTIONS))
-    data = SERData(clips, waves, parts, cfg, seed, model)
+    data = SERData(clips, waves, parts, cfg, seed, model, feature_dir=cache_dir() / "features")
     variant.update(model_path=path, split=cfg.split, feature_cache=cfg.feature_cache,
                    split_sizes={name: len(idx) for name, idx in parts.items()},
                    corpus_clips=len(clips))

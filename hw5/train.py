@@ -44,9 +44,11 @@ class TaskData(Protocol):
     def collate(self, indices: list[int], split: str) -> Batch: ...
 
 
-def autocast(device: torch.device, precision: str):
+def autocast(device: torch.device, precision: str, cache: bool = True):
+    """bf16 autocast on CUDA ("auto") or when asked; `cache=False` while capturing a CUDA graph (cast
+    weights must not outlive the graph's pool)."""
     use_bf16 = precision == "bf16" or (precision == "auto" and device.type == "cuda")
-    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16)
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16, cache_enabled=cache)
 
 
 def cuda_kernel_choices(cudnn_attention: bool = False, cudnn_benchmark: bool = False) -> None:
@@ -144,8 +146,12 @@ def fit(model: nn.Module, data: TaskData, cfg: TrainConfig, ckpt: Checkpointer, 
         restore_rng(saved["rng"])
         state, best_state = saved["state"], ckpt.load_best()
         print(f"resumed from {ckpt.folder} at epoch {state['epoch'] + 1} step {state['step']}", flush=True)
+    graphs = None
+    if cfg.cuda_graphs:               # after a resume: the loaded optimizer state gets the graph-safe form
+        from hw5.graphs import StepGraphs
+        graphs = StepGraphs(model, optimizer, device, cfg.precision, cfg.max_grad_norm, loss_weights)
     while state["epoch"] < cfg.epochs:
-        _train_epoch(model, data, cfg, ckpt, device, optimizer, scheduler, state, loss_weights)
+        _train_epoch(model, data, cfg, ckpt, device, optimizer, scheduler, state, loss_weights, graphs)
         val = evaluate(model, data, "val", device, cfg.precision, loss_weights)
         row = _close_epoch(state, val, optimizer, device)
         if val["macro_f1"] > state["best_score"]:
@@ -158,44 +164,55 @@ def fit(model: nn.Module, data: TaskData, cfg: TrainConfig, ckpt: Checkpointer, 
                      state["padded"], state["examples"])
 
 
-def _train_epoch(model, data, cfg, ckpt, device, optimizer, scheduler, state, loss_weights) -> None:
+def _train_epoch(model, data, cfg, ckpt, device, optimizer, scheduler, state, loss_weights, graphs=None) -> None:
     model.train()
     batches = data.train_batches(state["epoch"])
     sums = state["epoch_sums"]
     # Running sums stay on the device: no host sync per step.
-    loss_sum = torch.zeros((), dtype=torch.float64, device=device)
-    correct = torch.zeros((), dtype=torch.long, device=device)
-    started = time.perf_counter()
+    loss_sum = graphs.loss_sum if graphs else torch.zeros((), dtype=torch.float64, device=device)
+    correct = graphs.correct if graphs else torch.zeros((), dtype=torch.long, device=device)
+    loss_sum.zero_(), correct.zero_()
+    started, unfolded = time.perf_counter(), 0          # examples in the device sums
     for step in range(state["step"], len(batches)):
         batch = data.collate(batches[step], "train")
         y = batch.labels.to(device, non_blocking=True)
-        with autocast(device, cfg.precision):
-            logits = model(**{k: v.to(device, non_blocking=True) for k, v in batch.inputs.items()}).float()
-        loss = F.cross_entropy(logits, y, weight=loss_weights)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        if cfg.max_grad_norm:
-            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
-        optimizer.step()
+        inputs = {k: v.to(device, non_blocking=True) for k, v in batch.inputs.items()}
+        if graphs:
+            graphs.step(inputs, y)
+        else:
+            _eager_step(model, inputs, y, cfg, device, optimizer, loss_weights, loss_sum, correct)
         scheduler.step()
-        loss_sum += loss.detach().double() * len(y)
-        correct += (logits.argmax(-1) == y).sum()
         sums["count"] += len(y)
         sums["units"] += batch.units
         sums["padded"] += batch.padded_units
+        unfolded += len(y)
         state["step"] = step + 1
-        if cfg.log_every and state["step"] % cfg.log_every == 0:
+        if cfg.log_every and state["step"] % cfg.log_every == 0:      # one host sync per log line
             print(f"  epoch {state['epoch'] + 1} step {state['step']}/{len(batches)} "
-                  f"loss {float(loss):.4f}", flush=True)
+                  f"mean loss {float(loss_sum) / unfolded:.4f}", flush=True)
         periodic = cfg.checkpoint_every and state["step"] % cfg.checkpoint_every == 0
         if STOP.is_set() or periodic:
             _fold(sums, loss_sum, correct, started, device)
             loss_sum.zero_(), correct.zero_()
-            started = time.perf_counter()
+            started, unfolded = time.perf_counter(), 0
             ckpt.save(model, optimizer, scheduler, state)
             if STOP.is_set():
                 raise Interrupted(f"checkpoint saved at epoch {state['epoch'] + 1} step {state['step']}")
     _fold(sums, loss_sum, correct, started, device)
+
+
+def _eager_step(model, inputs, y, cfg, device, optimizer, loss_weights, loss_sum, correct) -> None:
+    """Forward, backward, clip, AdamW; the loss and hits added to the device sums (no host sync)."""
+    with autocast(device, cfg.precision):
+        logits = model(**inputs).float()
+    loss = F.cross_entropy(logits, y, weight=loss_weights)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    if cfg.max_grad_norm:
+        torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
+    optimizer.step()
+    loss_sum += loss.detach().double() * len(y)
+    correct += (logits.argmax(-1) == y).sum()
 
 
 def _fold(sums: dict, loss_sum: torch.Tensor, correct: torch.Tensor, started: float, device) -> None:
@@ -212,7 +229,7 @@ def _close_epoch(state: dict, val: dict, optimizer, device) -> dict:
            "train_loss": sums["loss"] / max(1, sums["count"]),
            "train_acc": sums["correct"] / max(1, sums["count"]),
            "val_loss": val["loss"], "val_acc": val["accuracy"], "val_macro_f1": val["macro_f1"],
-           "lr": optimizer.param_groups[0]["lr"], "seconds": sums["seconds"],
+           "lr": float(optimizer.param_groups[0]["lr"]), "seconds": sums["seconds"],
            "padding_share": 1 - sums["units"] / sums["padded"] if sums["padded"] else 0.0,
            "units_per_s": sums["units"] / sums["seconds"] if sums["seconds"] else 0.0,
            "peak_memory_mb": peak_memory_mb(device)}

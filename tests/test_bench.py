@@ -43,12 +43,24 @@ def test_ablations_name_what_each_optimization_buys_and_estimate_the_grid(tmp_pa
     assert {"project-fp32", "project-random", "project-fixed", "project-waves", "project-x2",
             "project-eval"} <= paths
     assert ("ceiling-compiled" in paths) == can_compile(torch.device("cpu"))
+    assert "project+graphs" not in paths and "ceiling+graphs" not in paths    # CUDA graphs: GPU only
     rows = table.set_index("path")
     assert rows.loc["project-random", "padding_share"] > rows.loc["project", "padding_share"]
     assert rows.loc["project-x2", "steps"] < rows.loc["project", "steps"]        # fuller steps
     assert (table["warmup_seconds"] > 0).all()
     report = json.loads((tmp_path / "bench.json").read_text())
     assert report["grid_estimate"] is None                # NLI rates missing: no partial estimate
+
+
+def test_the_graphs_path_steps_in_a_few_rounded_shapes_of_batch_size_examples():
+    from hw5.bench import ABLATIONS, PROJECT, plan
+    from hw5.bench_work import ser_workload
+    work = ser_workload(torch.device("cpu"), full=False, n=200)
+    graphed, project = plan(work, ABLATIONS["project+graphs"]), plan(work, PROJECT)
+    assert all(w % work.width_step == 0 for _, w in graphed)                  # whole seconds
+    assert sum(len(b) != work.batch_size for b, _ in graphed) <= 1           # no audio budget
+    assert len({(len(b), w) for b, w in graphed}) < len({(len(b), w) for b, w in project})
+    assert sorted(i for b, _ in graphed for i in b) == list(range(200))      # every clip once
 
 
 def test_warmup_visits_every_step_shape_once():
@@ -67,11 +79,29 @@ def test_grid_estimate_charges_each_experiment_the_rate_of_its_batching():
     import pandas as pd
     from hw5.bench_grid import estimate
     rates = {"project": 1000, "project-random": 500, "project-fixed": 250, "project-waves": 800, "project-eval": 4000}
-    rows = [dict(task=task, path=path, units_per_s=rate * unit, examples_per_s=rate, seconds=1.0, prep_seconds=0.0)
+    rows = [dict(task=task, path=path, units_per_s=rate * unit, examples_per_s=rate, seconds=1.0,
+                 prep_seconds=12.0 if (task, path) == ("ser", "project") else 0.0)       # 12 ms per clip
             for task, unit in (("nli", 75.0), ("ser", 4.0)) for path, rate in rates.items()]
     est = estimate(pd.DataFrame(rows), "test device")
     per_run = est["seconds_per_run"]
     assert per_run["nli-full"] == pytest.approx(3 * 7266 / 1000 + (3 * 1537 + 1564) / 4000)   # bucketed
     assert per_run["ser-mean"] == pytest.approx(10 * 2400 / 500 + (10 * 300 + 300) / 4000)    # random batches
     assert per_run["ser-fixedpad"] == pytest.approx(10 * 2400 / 250 + (10 * 300 + 300) / 4000)
-    assert est["hours"] == pytest.approx(5 * sum(per_run.values()) / 3600)
+    assert est["feature_seconds_once"] == pytest.approx(3000 * 0.012)   # once for the grid, not per run
+    assert est["hours"] == pytest.approx((5 * sum(per_run.values()) + 3000 * 0.012) / 3600)
+    started = estimate(pd.DataFrame(rows), "test device", startup={"nli_run_seconds": 10.0, "ser_run_seconds": 12.0})
+    assert started["seconds_per_run"]["nli-full"] == pytest.approx(per_run["nli-full"] + 10.0)
+    assert started["seconds_per_run"]["ser-speaker"] == pytest.approx(per_run["ser-speaker"] + 12.0)
+
+
+@pytest.mark.slow
+def test_startup_bench_times_a_runs_host_work_before_its_first_step(tmp_path, data_dir):
+    """Full-size models saved and loaded back; SER reads every clip's features from the store."""
+    from hw5.bench import bench
+    bench(tmp_path, (), data_dir=data_dir, startup_clips=60)
+    startup = json.loads((tmp_path / "bench.json").read_text())["startup"]
+    assert startup["clips"] == 60 and startup["ser_features_computed"] == 0      # all loaded
+    assert startup["ser_feature_megabytes"] > 60 * 0.3 * 50 * 512 * 4 / 2**20   # 512-dim, >= 0.4 s clips
+    for key in ("import_seconds", "nli_build_seconds", "ser_build_seconds", "ser_features_seconds"):
+        assert startup[key] > 0
+    assert "Start-up of one run" in (tmp_path / "bench.md").read_text()

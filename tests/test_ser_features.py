@@ -76,6 +76,7 @@ def test_a_clip_padded_in_a_batch_is_embedded_as_alone_only_with_cached_features
 
 def test_the_cnn_runs_once_per_clip_not_once_per_step(tmp_path):
     model, data, _ = build(tmp_path, feature_cache=True, batch_size=8)
+    data.feature_dir = tmp_path / "features"          # an empty store: this run computes every clip
     calls = []
     model.encoder.feature_extractor.register_forward_hook(lambda *_: calls.append(1))
     torch_rng, numpy_rng = torch.get_rng_state(), np.random.get_state()[1].copy()
@@ -109,3 +110,63 @@ def test_training_crops_are_taken_in_frames_and_drawn_per_seed_epoch_and_clip(tm
 def test_feature_cache_with_a_training_cnn_is_a_config_error(tmp_path):
     with pytest.raises(ConfigError, match="freeze_feature_encoder: true"):
         ser.build(config(tmp_path, feature_cache=True, freeze_feature_encoder=False), 0, tmp_path)
+
+
+def _cnn_calls(model) -> list:
+    calls = []
+    model.encoder.feature_extractor.register_forward_hook(lambda *_: calls.append(1))
+    return calls
+
+
+def test_a_second_run_loads_the_features_the_first_one_stored(tmp_path):
+    """The store is shared by runs with the same CNN: the second computes nothing and gets the same
+    numbers; a CNN with other weights gets its own entries."""
+    store = tmp_path / "features"
+    first_model, first, _ = build(tmp_path, feature_cache=True)
+    second_model, second, _ = build(tmp_path, feature_cache=True)
+    first.feature_dir = second.feature_dir = store
+    first_calls, second_calls = _cnn_calls(first_model), _cnn_calls(second_model)
+    first.prepare_features()
+    second.prepare_features()
+    assert len(first_calls) == CLIPS and first.feature_stats["computed"] == CLIPS
+    assert len(second_calls) == 0 and second.feature_stats["loaded"] == CLIPS
+    for split in ("train", "val", "test"):
+        for a, b in zip(first.features[split], second.features[split], strict=True):
+            assert torch.equal(a, b)
+    other_model, other, _ = build(tmp_path, feature_cache=True)
+    with torch.no_grad():
+        other_model.encoder.feature_extractor.conv_layers[0].conv.weight.mul_(1.5)
+    other.feature_dir, other_calls = store, _cnn_calls(other_model)
+    other.prepare_features()
+    assert len(other_calls) == CLIPS and len(list(store.iterdir())) == 2
+
+
+def test_a_damaged_store_entry_is_computed_again_not_trusted(tmp_path):
+    store = tmp_path / "features"
+    model, data, _ = build(tmp_path, feature_cache=True)
+    data.feature_dir = store
+    data.prepare_features()
+    good = {i: f.clone() for i, f in enumerate(data.features["val"])}
+    entries = sorted(store.rglob("*.npy"))
+    assert len(entries) == CLIPS
+    entries[0].write_bytes(entries[0].read_bytes()[:40])                     # a write cut short
+    np.save(entries[1], np.zeros((3, 3), dtype=np.float32))                  # the wrong shape
+    model, again, _ = build(tmp_path, feature_cache=True)
+    again.feature_dir, calls = store, _cnn_calls(model)
+    again.prepare_features()
+    assert len(calls) == 2 and again.feature_stats["computed"] == 2
+    assert all(torch.equal(good[i], f) for i, f in enumerate(again.features["val"]))
+    assert not list(store.rglob("*.tmp")) and len(list(store.rglob("*.npy"))) == CLIPS
+
+
+@pytest.mark.slow
+def test_a_run_on_stored_features_ends_with_the_same_metrics(tmp_path, monkeypatch):
+    """The whole run: the first computes and stores the features, the second (forced) only loads them."""
+    monkeypatch.setenv("HW5_CACHE_DIR", str(tmp_path / "cache"))       # an empty store
+    grid = fast_grid(tmp_path, ser={"synthetic_clips": CLIPS, "epochs": 2, "feature_cache": True})
+    runs = [run_experiment("ser-mean", 0, smoke=True, results_dir=tmp_path / "results", config_path=grid,
+                           checkpoint_dir=tmp_path / f"ckpt-{k}", force=True) for k in range(2)]
+    assert runs[0]["feature_cache"]["computed"] == CLIPS and runs[1]["feature_cache"]["loaded"] == CLIPS
+    assert runs[1]["feature_cache"]["computed"] == 0
+    assert runs[1]["history"][-1]["val_loss"] == runs[0]["history"][-1]["val_loss"]
+    assert runs[1]["test"]["confusion_matrix"] == runs[0]["test"]["confusion_matrix"]

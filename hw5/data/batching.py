@@ -59,6 +59,15 @@ def eval_batches(lengths: list[int], batch_size: int, mode: str) -> list[list[in
     return [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
 
 
+def round_width(width: int, step: int, cap: int = 0) -> int:
+    """`width` rounded up to a multiple of `step` (0 = unchanged), at most `cap` (0 = no cap): batches
+    then come in a few shapes, which is what a captured CUDA graph per shape needs."""
+    if step <= 0:
+        return width
+    rounded = -(-width // step) * step
+    return min(rounded, cap) if cap else rounded
+
+
 def pad_2d(rows: list[list[int]], width: int, value: int = 0) -> torch.Tensor:
     out = torch.full((len(rows), width), value, dtype=torch.long)
     for i, row in enumerate(rows):

@@ -6,8 +6,6 @@ import queue
 import threading
 from typing import Callable, Iterable, Iterator, TypeVar
 
-import torch
-
 T = TypeVar("T")
 _DONE = object()
 

@@ -96,23 +96,45 @@ class SERClassifier(nn.Module):
         """Samples per frame step (320 for HuBERT)."""
         return math.prod(self.encoder.config.conv_stride)
 
-    def embed_features(self, features: torch.Tensor, frame_mask: torch.Tensor) -> torch.Tensor:
+    def embed_features(self, features: torch.Tensor, frame_mask: torch.Tensor,
+                       time_mask: torch.Tensor | None = None) -> torch.Tensor:
         """The transformer part of HubertModel.forward on CNN features, then our pooling.
 
         SpecAugment gets the frame mask (as wav2vec2 does; HubertModel passes none), so its spans fall
-        on real frames only and their number follows the clip's length, not the batch's."""
+        on real frames only and their number follows the clip's length, not the batch's. `time_mask`:
+        spans already drawn on the host (`draw_time_mask`), applied without host work (a CUDA graph
+        cannot draw them); only time masking then (feature-axis masking is off in hubert-base)."""
         enc, mask = self.encoder, frame_mask.bool()
-        hidden = enc._mask_hidden_states(enc.feature_projection(features), attention_mask=mask)
+        hidden = enc.feature_projection(features)
+        if time_mask is None:
+            hidden = enc._mask_hidden_states(hidden, attention_mask=mask)
+        elif self.training:
+            hidden = torch.where(time_mask.unsqueeze(-1), enc.masked_spec_embed.to(hidden.dtype), hidden)
         frames = enc.encoder(hidden, attention_mask=mask).last_hidden_state
         return self.pool(frames, frame_mask)
 
+    def draw_time_mask(self, lengths: list[int], frames: int) -> torch.Tensor | None:
+        """SpecAugment time spans (B, frames) for a training batch of clips `lengths` frames long, drawn
+        on the host exactly as HubertModel draws them (transformers' `_compute_mask_indices`, numpy's
+        global RNG); None when time masking is off."""
+        cfg = self.encoder.config
+        if not getattr(cfg, "apply_spec_augment", True) or cfg.mask_time_prob <= 0:
+            return None
+        from transformers.models.hubert.modeling_hubert import _compute_mask_indices
+        real = torch.arange(frames)[None, :] < torch.tensor(lengths)[:, None]
+        spans = _compute_mask_indices((len(lengths), frames), mask_prob=cfg.mask_time_prob,
+                                      mask_length=cfg.mask_time_length, attention_mask=real,
+                                      min_masks=cfg.mask_time_min_masks)
+        return torch.from_numpy(spans)
+
     def forward(self, input_values: torch.Tensor | None = None, attention_mask: torch.Tensor | None = None,
-                features: torch.Tensor | None = None, frame_mask: torch.Tensor | None = None) -> torch.Tensor:
+                features: torch.Tensor | None = None, frame_mask: torch.Tensor | None = None,
+                time_mask: torch.Tensor | None = None) -> torch.Tensor:
         """Logits from waveforms (+ sample mask) or from cached CNN features (+ frame mask)."""
         if features is not None:
             if frame_mask is None:
                 frame_mask = torch.ones(features.shape[:2], dtype=torch.long, device=features.device)
-            pooled = self.embed_features(features, frame_mask)
+            pooled = self.embed_features(features, frame_mask, time_mask)
         elif input_values is not None:
             if attention_mask is None:
                 attention_mask = torch.ones_like(input_values, dtype=torch.long)
@@ -133,8 +155,11 @@ def freeze_feature_encoder(encoder: nn.Module) -> None:
 
 def build_ser_model(path: str, cfg: SERConfig, num_labels: int) -> tuple[SERClassifier, dict]:
     from transformers import AutoModel
-    encoder = AutoModel.from_pretrained(path, mask_time_prob=cfg.mask_time_prob, **hub_kwargs(cfg))
-    variant = {"pooling": cfg.pooling, "frozen_feature_encoder": cfg.freeze_feature_encoder}
+    # LayerDrop decides on the host (torch.rand per layer): a captured graph would freeze one choice
+    layerdrop = {"layerdrop": 0.0} if cfg.cuda_graphs else {}
+    encoder = AutoModel.from_pretrained(path, mask_time_prob=cfg.mask_time_prob, **layerdrop, **hub_kwargs(cfg))
+    variant = {"pooling": cfg.pooling, "frozen_feature_encoder": cfg.freeze_feature_encoder,
+               "layerdrop": encoder.config.layerdrop}
     if cfg.freeze_feature_encoder:
         freeze_feature_encoder(encoder)
     return SERClassifier(encoder, cfg.pooling, num_labels, cfg.head_dropout), variant

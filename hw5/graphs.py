@@ -1,0 +1,119 @@
+"""The whole training step as one CUDA graph per batch shape (`cuda_graphs: true`).
+
+Why: `hw5 bench` on an H100 found a project step host-bound — ~40 ms of Python and ~1,500 kernel
+launches for ~8 ms of GPU work (32 pairs / 16 clips). Replaying a captured graph costs one launch.
+
+What is captured, per (input shapes): zeroing the gradients, forward under autocast, loss, backward,
+gradient clipping, the AdamW update and the running loss / accuracy sums. What a graph needs, and where
+it comes from:
+- static inputs: each graph owns input buffers; `step` copies the batch into them, then replays;
+- few shapes: `width_step` rounds padded widths (16 tokens or 1 s -> ~8-15 shapes a run);
+- no host work inside: SpecAugment spans are drawn with the batch (SERClassifier.draw_time_mask),
+  transformers skips its `mask.all()` check while a stream is capturing;
+- state outside the graphs: weights, gradients (allocated by the warm-up, then zeroed and accumulated
+  in place), AdamW state, learning rates (tensors the scheduler fills in place) and the running sums
+  live outside the graphs' memory pool, so every graph can share one pool for its scratch (activations)
+  — it writes all its scratch before reading it, whichever graph ran before;
+- AdamW fused + capturable (step counts on the GPU).
+Each new shape first runs once eagerly on a side stream (lazy state: AdamW moments, cuBLAS workspaces)
+from a snapshot that is restored afterwards, so capturing changes no weight.
+
+On CPU (tests) the same step body runs eagerly: the bookkeeping is tested there; the capture runs only
+on CUDA and is measured by `hw5 bench --ablations` (project+graphs).
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from hw5.train import autocast
+
+
+class StepGraphs:
+    """`step(inputs, labels)` trains one step; `loss_sum` / `correct` accumulate on the device."""
+
+    def __init__(self, model: nn.Module, optimizer: torch.optim.Optimizer, device: torch.device,
+                 precision: str, max_grad_norm: float = 0.0, loss_weights: torch.Tensor | None = None):
+        self.model, self.optimizer, self.device, self.precision = model, optimizer, device, precision
+        self.max_grad_norm, self.loss_weights = max_grad_norm, loss_weights
+        self.params = [p for p in model.parameters() if p.requires_grad]   # the eager loop's order
+        self.loss_sum = torch.zeros((), dtype=torch.float64, device=device)
+        self.correct = torch.zeros((), dtype=torch.long, device=device)
+        self.capture = device.type == "cuda"
+        self.graphs: dict[tuple, tuple[torch.cuda.CUDAGraph, dict, torch.Tensor]] = {}
+        if self.capture:
+            graph_safe_optimizer(optimizer, device)
+            self.pool = torch.cuda.graph_pool_handle()
+            self.stream = torch.cuda.Stream(device)
+
+    def step(self, inputs: dict[str, torch.Tensor], labels: torch.Tensor) -> None:
+        if not self.capture:
+            self._body(inputs, labels)
+            return
+        key = (tuple((k, tuple(v.shape), v.dtype) for k, v in sorted(inputs.items())), tuple(labels.shape))
+        if key not in self.graphs:
+            self.graphs[key] = self._capture(inputs, labels)
+        graph, static_inputs, static_labels = self.graphs[key]
+        for name, buffer in static_inputs.items():
+            buffer.copy_(inputs[name], non_blocking=True)
+        static_labels.copy_(labels, non_blocking=True)
+        graph.replay()
+
+    def _body(self, inputs: dict[str, torch.Tensor], labels: torch.Tensor) -> None:
+        """One step, every operation on the device (capturable)."""
+        self.optimizer.zero_grad(set_to_none=not self.capture)   # graphs: zero in place, same addresses
+        with autocast(self.device, self.precision, cache=not self.capture):
+            logits = self.model(**inputs).float()
+        loss = F.cross_entropy(logits, labels, weight=self.loss_weights)
+        loss.backward()
+        if self.max_grad_norm:
+            torch.nn.utils.clip_grad_norm_(self.params, self.max_grad_norm)
+        self.optimizer.step()
+        self.loss_sum += loss.detach().double() * labels.shape[0]
+        self.correct += (logits.argmax(-1) == labels).sum()
+
+    def _capture(self, inputs: dict[str, torch.Tensor], labels: torch.Tensor):
+        static_inputs = {k: v.to(self.device, copy=True) for k, v in inputs.items()}
+        static_labels = labels.to(self.device, copy=True)
+        saved = self._snapshot()
+        self.stream.wait_stream(torch.cuda.current_stream(self.device))
+        with torch.cuda.stream(self.stream):       # warm-up: lazy state is created outside the graph
+            self._body(static_inputs, static_labels)
+        torch.cuda.current_stream(self.device).wait_stream(self.stream)
+        grads = [p.grad for p in self.params]
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph, pool=self.pool, stream=self.stream):
+            self._body(static_inputs, static_labels)
+        if any(p.grad is not g for p, g in zip(self.params, grads)):
+            raise RuntimeError("cuda_graphs: a gradient was reallocated during capture; run without cuda_graphs")
+        self._restore(saved)
+        return graph, static_inputs, static_labels
+
+    def _snapshot(self) -> list[tuple[torch.Tensor, torch.Tensor | None]]:
+        """(tensor, copy) for every weight, optimizer state tensor and running sum; copy None = the
+        tensor did not exist before the warm-up, so it is reset to AdamW's initial zeros."""
+        tensors = [p.data for p in self.params] + [self.loss_sum, self.correct]
+        saved = [(t, t.clone()) for t in tensors]
+        for p in self.params:
+            state = self.optimizer.state.get(p)
+            saved += [(t, t.clone()) for t in state.values() if torch.is_tensor(t)] if state else []
+        self._fresh = [p for p in self.params if not self.optimizer.state.get(p)]
+        return saved
+
+    def _restore(self, saved: list[tuple[torch.Tensor, torch.Tensor | None]]) -> None:
+        with torch.no_grad():
+            for tensor, copy in saved:
+                tensor.copy_(copy)
+            for p in self._fresh:
+                for t in self.optimizer.state.get(p, {}).values():
+                    if torch.is_tensor(t):
+                        t.zero_()
+
+
+def graph_safe_optimizer(optimizer: torch.optim.Optimizer, device: torch.device) -> None:
+    """Learning rates as device tensors (LRScheduler fills them in place, so a replayed graph reads the
+    current rate) and capturable steps (AdamW keeps its step counts on the device)."""
+    for group in optimizer.param_groups:
+        group["lr"] = torch.tensor(float(group["lr"]), dtype=torch.float32, device=device)
+        group["capturable"] = True

@@ -1,0 +1,139 @@
+"""`cuda_graphs`: what can be checked without a GPU — the step body against the eager loop, the
+warm-up's snapshot/restore, tensor learning rates the scheduler fills in place, few batch shapes
+(width_step), LayerDrop off, and the config errors. The capture itself runs only on CUDA
+(`hw5 bench --ablations`, project+graphs)."""
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from hw5 import ser
+from hw5.config import ConfigError, resolve_config
+from hw5.data.batching import round_width
+from hw5.graphs import StepGraphs, graph_safe_optimizer
+from hw5.run import run_experiment
+from hw5.train import make_scheduler
+
+from conftest import fast_grid
+
+
+def _run(tmp_path, name, graphs: bool, **overrides):
+    task = name.split("-")[0]
+    (tmp_path / str(graphs)).mkdir()
+    grid = fast_grid(tmp_path / str(graphs), **{task: {"width_step": 16 if task == "nli" else 0.5,
+                                                       "cuda_graphs": graphs, **overrides}})
+    return run_experiment(name, 0, smoke=True, results_dir=tmp_path / str(graphs) / "results", config_path=grid,
+                          checkpoint_dir=tmp_path / f"ckpt-{graphs}")
+
+
+@pytest.mark.slow
+def test_the_graph_step_body_trains_exactly_like_the_eager_loop(tmp_path, data_dir, monkeypatch):
+    """On CPU StepGraphs runs its (capturable) body eagerly: same losses, accuracy, metrics as the loop,
+    so its bookkeeping (device sums, zeroing, clipping, class weights) is the loop's."""
+    monkeypatch.setenv("HW5_DATA_DIR", str(data_dir))
+    eager, graphed = (_run(tmp_path, "nli-full", g, epochs=2) for g in (False, True))
+    keys = ("train_loss", "train_acc", "val_loss", "val_macro_f1", "lr")
+    for a, b in zip(eager["history"], graphed["history"], strict=True):
+        assert {k: b[k] for k in keys} == {k: a[k] for k in keys}
+    assert graphed["test"]["confusion_matrix"] == eager["test"]["confusion_matrix"]
+    assert eager["history"][0]["train_loss"] != eager["history"][1]["train_loss"]
+
+
+def _toy(seed: int = 0):
+    torch.manual_seed(seed)
+    model = nn.Sequential(nn.Linear(6, 8), nn.GELU(), nn.Linear(8, 3))
+    return model, torch.optim.AdamW(model.parameters(), lr=1e-2)
+
+
+def _weights_and_state(model, opt):
+    return ([p.detach().clone() for p in model.parameters()],
+            [t.clone() for s in opt.state.values() for t in s.values() if torch.is_tensor(t)])
+
+
+def test_the_capture_warm_up_changes_no_weight_and_no_optimizer_state():
+    """The warm-up before a capture runs a real step; restoring the snapshot undoes it, including AdamW
+    state created by it (reset to zeros = a fresh AdamW), so training continues as if it never ran."""
+    x, y = torch.randn(5, 6), torch.tensor([0, 1, 2, 1, 0])
+    model, opt = _toy()
+    graphs = StepGraphs(model, opt, torch.device("cpu"), "fp32", max_grad_norm=1.0)
+    before, _ = _weights_and_state(model, opt)
+    saved = graphs._snapshot()                       # no AdamW state yet
+    graphs._body({"input": x}, y)
+    graphs._restore(saved)
+    after, state = _weights_and_state(model, opt)
+    assert all(torch.equal(a, b) for a, b in zip(before, after))
+    assert state and all(not t.any() for t in state)          # moments and step counts back to zero
+    assert float(graphs.loss_sum) == 0.0 and int(graphs.correct) == 0
+    graphs.step({"input": x}, y)                              # from the restored state ...
+    fresh, fresh_opt = _toy()
+    StepGraphs(fresh, fresh_opt, torch.device("cpu"), "fp32", max_grad_norm=1.0).step({"input": x}, y)
+    assert all(torch.equal(a, b) for a, b in zip(model.parameters(), fresh.parameters()))   # ... = fresh
+    mid, mid_state = _weights_and_state(model, opt)
+    saved = graphs._snapshot()                       # with AdamW state: restored to its values
+    graphs._body({"input": x}, y)
+    graphs._restore(saved)
+    end, end_state = _weights_and_state(model, opt)
+    assert all(torch.equal(a, b) for a, b in zip(mid + mid_state, end + end_state))
+
+
+@pytest.mark.filterwarnings("ignore:Detected call of:UserWarning")
+def test_learning_rates_become_tensors_that_the_scheduler_fills_in_place():
+    """A replayed graph reads the rate through the tensor's address: the schedule must update it in
+    place (never rebind it), for every parameter group."""
+    model, _ = _toy()
+    opt = torch.optim.AdamW([{"params": model[0].parameters(), "lr": 1e-3},
+                             {"params": model[2].parameters(), "lr": 1e-2}])
+    cfg = resolve_config("nli-full")
+    scheduler = make_scheduler(opt, cfg, total_steps=10)       # built first, as fit() does
+    graph_safe_optimizer(opt, torch.device("cpu"))
+    tensors = [g["lr"] for g in opt.param_groups]
+    seen = []
+    for _ in range(4):
+        seen.append([float(t) for t in tensors])
+        scheduler.step()
+    assert all(g["lr"] is t for g, t in zip(opt.param_groups, tensors))
+    assert all(g["capturable"] for g in opt.param_groups)
+    # 10 steps, 10% warm-up (1 step), then linear decay: factors 1, 1, 8/9, 7/9
+    for factor, rates in zip((1, 1, 8 / 9, 7 / 9), seen):
+        assert rates == pytest.approx([1e-3 * factor, 1e-2 * factor])
+
+
+def test_width_step_rounds_batches_to_a_few_shapes(tmp_path):
+    assert [round_width(w, 16, 128) for w in (1, 16, 17, 120, 128)] == [16, 16, 32, 128, 128]
+    assert round_width(37, 0) == 37
+    grid = fast_grid(tmp_path, ser={"synthetic_clips": 60, "width_step": 0.5})
+    model, data, _ = ser.build(resolve_config("ser-mean", smoke=True, path=grid), 0, tmp_path)
+    widths, shapes = set(), set()
+    for batch in data.train_batches(0):
+        b = data.collate(batch, "train")
+        widths.add(round(b.padded_units / len(batch) * data.sr))
+        shapes.add(tuple(b.inputs["features"].shape))
+    assert all(w % 8000 == 0 for w in widths)                      # multiples of 0.5 s
+    assert len(shapes) <= 2 * len(widths)                          # full batches + the last one
+
+
+def test_graphed_ser_turns_layerdrop_off_and_records_it(tmp_path):
+    grid = fast_grid(tmp_path, ser={"synthetic_clips": 60, "width_step": 0.5, "cuda_graphs": True,
+                                    "feature_cache": True})
+    cfg = resolve_config("ser-mean", smoke=True, path=grid)
+    model, _, variant = ser.build(cfg, 0, tmp_path)
+    assert model.encoder.config.layerdrop == 0.0 and variant["layerdrop"] == 0.0
+
+
+@pytest.mark.parametrize("overrides, says", [
+    ({"cuda_graphs": True}, "width_step > 0"),
+    ({"cuda_graphs": True, "width_step": 16, "batch_budget": 2048.0}, "batch_budget: 0"),
+    ({"cuda_graphs": True, "width_step": 16, "batching": "fixed"}, "one shape already"),
+    ({"width_step": -1}, "width_step must be >= 0"),
+])
+def test_graph_settings_that_cannot_work_are_config_errors(tmp_path, overrides, says):
+    grid = fast_grid(tmp_path, nli=overrides)
+    with pytest.raises(ConfigError, match=says):
+        resolve_config("nli-full", smoke=True, path=grid)
+
+
+def test_graphed_ser_needs_the_feature_cache(tmp_path):
+    grid = fast_grid(tmp_path, ser={"cuda_graphs": True, "width_step": 1.0, "feature_cache": False})
+    with pytest.raises(ConfigError, match="feature_cache: true"):
+        resolve_config("ser-mean", smoke=True, path=grid)
