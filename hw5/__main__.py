@@ -62,6 +62,9 @@ def parser() -> argparse.ArgumentParser:
                             "forward-only, torch.compile on the fixed shape, and estimate the default grid's time")
     bench.add_argument("--decode", type=int, default=0, metavar="N",
                        help="also time decode + resample of an N-clip synthetic ShEMO-format corpus (e.g. 3000)")
+    bench.add_argument("--repeat", type=int, default=1, metavar="N",
+                       help="time N passes per path and report the median (host-bound GPU passes last ~1 s "
+                            "and move +-15%% between runs; e.g. 3)")
     bench.add_argument("--startup", type=int, default=0, metavar="N",
                        help="also time a run's host-side start-up (imports, data, full-size model load, stored "
                             "CNN features) with an N-clip synthetic ShEMO-format corpus (e.g. 3000)")
@@ -120,7 +123,7 @@ def cmd_bench(args) -> int:
     full = True if args.full else False if args.tiny else None
     bench(Path(args.results) / "bench", tuple(t for t in args.tasks.split(",") if t), full, args.nli_pairs, args.ser_clips,
           data_dir(args.data_dir), ablations=args.ablations, profile=args.profile,
-          decode_clips=args.decode, startup_clips=args.startup)
+          decode_clips=args.decode, startup_clips=args.startup, repeat=args.repeat)
     return 0
 
 

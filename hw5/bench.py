@@ -154,7 +154,8 @@ def warmup_steps(steps: list[tuple[list[int], int]], repeat: int = 2) -> list[tu
     return out
 
 
-def timed_pass(work: Workload, name: str, v: Variant, device: torch.device) -> PathResult:
+def timed_pass(work: Workload, name: str, v: Variant, device: torch.device, repeat: int = 1) -> PathResult:
+    """Warm-up over every step shape, then `repeat` epoch-sized passes; the median pass is reported."""
     steps, lengths = plan(work, v), real_lengths(work, v)
     use_features = v.features and work.fast_batch is not None
     prep = work.prepare() if use_features and work.prepare else 0.0
@@ -170,25 +171,24 @@ def timed_pass(work: Workload, name: str, v: Variant, device: torch.device) -> P
     model.train(v.train)
     _reset_peak(device)
     rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    real = padded = examples = 0.0
-    started = time.perf_counter()
     warm = warmup_steps(steps)
-    schedule = warm + steps
+    schedule = warm + steps * repeat
     batches = (prefetched(schedule, lambda s: make(*s), pinned=device.type == "cuda") if v.prefetch
                else (make(*s) for s in schedule))
+    marks = [time.perf_counter()]               # start, end of warm-up, end of each pass
     for k, ((indices, width), inputs) in enumerate(zip(schedule, batches)):
-        if k == len(warm):
+        if k >= len(warm) and (k - len(warm)) % len(steps) == 0:
             _sync(device)
-            warmup_s = time.perf_counter() - started
-            started = time.perf_counter()
+            marks.append(time.perf_counter())
         _step(model, opt, inputs, len(indices), v, device, ceiling=v.padding == "shape", graphs=graphs)
-        if k >= len(warm):
-            used = width * len(indices) if v.padding == "shape" else sum(min(lengths[i], width) for i in indices)
-            real, padded, examples = real + used, padded + width * len(indices), examples + len(indices)
     _sync(device)
-    seconds = time.perf_counter() - started
+    marks.append(time.perf_counter())
+    seconds = float(np.median(np.diff(marks[1:])))
+    used = [width * len(ix) if v.padding == "shape" else sum(min(lengths[i], width) for i in ix) for ix, width in steps]
+    real, padded = sum(used), sum(width * len(ix) for ix, width in steps)
+    examples = sum(len(ix) for ix, _ in steps)
     return PathResult(work.task, name, len(steps), seconds, real * work.per_unit / seconds,
-                      examples / seconds, 1 - real / padded, _peak_mb(device, rss0), prep, warmup_s)
+                      examples / seconds, 1 - real / padded, _peak_mb(device, rss0), prep, marks[1] - marks[0])
 
 
 def _step(model, opt, inputs: dict, batch: int, v: Variant, device: torch.device, ceiling: bool,
@@ -273,7 +273,7 @@ def _sync(device: torch.device) -> None:
 
 def bench(out_dir: Path, tasks=("nli", "ser"), full: bool | None = None, nli_pairs: int = 512,
           ser_clips: int = 320, data_dir: Path | None = None, ablations: bool = False,
-          profile: bool = False, decode_clips: int = 0, startup_clips: int = 0) -> pd.DataFrame:
+          profile: bool = False, decode_clips: int = 0, startup_clips: int = 0, repeat: int = 1) -> pd.DataFrame:
     from hw5.run import limit_threads
     limit_threads()
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -288,7 +288,7 @@ def bench(out_dir: Path, tasks=("nli", "ser"), full: bool | None = None, nli_pai
                     or (v.graphs and device.type != "cuda")):
                 continue
             with graph_safe_model(work.model, v.graphs):
-                result = timed_pass(work, name, v, device)
+                result = timed_pass(work, name, v, device, repeat)
             rows.append(asdict(result))
             if profile and name == "ceiling":      # before any ablation (compiling changes the model)
                 print(f"bench: wrote {profile_project(work, device, out_dir)}", flush=True)

@@ -63,6 +63,20 @@ def test_the_graphs_path_steps_in_a_few_rounded_shapes_of_batch_size_examples():
     assert sorted(i for b, _ in graphed for i in b) == list(range(200))      # every clip once
 
 
+def test_repeat_times_several_passes_and_reports_one_pass():
+    from hw5.bench import PROJECT, timed_pass
+    work = ser_workload(torch.device("cpu"), full=False, n=40)
+    calls = []
+    work.model.register_forward_hook(lambda *_: calls.append(1))
+    once = timed_pass(work, "project", PROJECT, torch.device("cpu"))
+    warm_and_one = len(calls)
+    calls.clear()
+    thrice = timed_pass(work, "project", PROJECT, torch.device("cpu"), repeat=3)
+    assert len(calls) == warm_and_one + 2 * once.steps          # two more passes ran
+    assert thrice.steps == once.steps and thrice.padding_share == once.padding_share
+    assert thrice.units_per_s == pytest.approx(once.units_per_s, rel=0.9)     # one pass's rate, not 3x
+
+
 def test_warmup_visits_every_step_shape_once():
     steps = [([0, 1], 10), ([2, 3], 12), ([4, 5], 10), ([6], 12)]
     assert warmup_steps(steps) == [([0, 1], 10), ([0, 1], 10), ([2, 3], 12), ([6], 12)]
