@@ -91,6 +91,7 @@ class PathResult:
     peak_memory_mb: float
     prep_seconds: float          # one-off work: CNN features once per clip (SER)
     warmup_seconds: float        # each new step shape's first step (kernel loading, plans, compiling)
+    note: str = ""               # graphs: how many were captured, or why capturing failed
 
 
 def can_compile(device: torch.device) -> bool:
@@ -187,8 +188,13 @@ def timed_pass(work: Workload, name: str, v: Variant, device: torch.device, repe
     used = [width * len(ix) if v.padding == "shape" else sum(min(lengths[i], width) for i in ix) for ix, width in steps]
     real, padded = sum(used), sum(width * len(ix) for ix, width in steps)
     examples = sum(len(ix) for ix, _ in steps)
+    note = ""
+    if graphs is not None:
+        stats = graphs.stats()
+        note = f"{stats['graphs']} graphs" if not stats["failure"] else f"EAGER, capture failed: {stats['failure']}"
     return PathResult(work.task, name, len(steps), seconds, real * work.per_unit / seconds,
-                      examples / seconds, 1 - real / padded, _peak_mb(device, rss0), prep, marks[1] - marks[0])
+                      examples / seconds, 1 - real / padded, _peak_mb(device, rss0), prep, marks[1] - marks[0],
+                      note)
 
 
 def _step(model, opt, inputs: dict, batch: int, v: Variant, device: torch.device, ceiling: bool,

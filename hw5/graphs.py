@@ -19,7 +19,9 @@ Each new shape first runs once eagerly on a side stream (lazy state: AdamW momen
 from a snapshot that is restored afterwards, so capturing changes no weight.
 
 On CPU (tests) the same step body runs eagerly: the bookkeeping is tested there; the capture runs only
-on CUDA and is measured by `hw5 bench --ablations` (project+graphs).
+on CUDA and is measured by `hw5 bench --ablations` (project+graphs). If a capture fails (an operation a
+graph cannot hold), the weights are restored, the error is printed once and every later step runs
+eagerly: the run finishes, and `stats()` (in metrics.json) says what happened.
 """
 from __future__ import annotations
 
@@ -42,18 +44,21 @@ class StepGraphs:
         self.correct = torch.zeros((), dtype=torch.long, device=device)
         self.capture = device.type == "cuda"
         self.graphs: dict[tuple, tuple[torch.cuda.CUDAGraph, dict, torch.Tensor]] = {}
+        self.replays, self.eager_steps, self.failure = 0, 0, None
         if self.capture:
             graph_safe_optimizer(optimizer, device)
             self.pool = torch.cuda.graph_pool_handle()
             self.stream = torch.cuda.Stream(device)
 
     def step(self, inputs: dict[str, torch.Tensor], labels: torch.Tensor) -> None:
-        if not self.capture:
+        key = (tuple((k, tuple(v.shape), v.dtype) for k, v in sorted(inputs.items())), tuple(labels.shape))
+        if self.capture and self.failure is None and key not in self.graphs:
+            self._try_capture(key, inputs, labels)
+        if key not in self.graphs:
+            self.eager_steps += 1
             self._body(inputs, labels)
             return
-        key = (tuple((k, tuple(v.shape), v.dtype) for k, v in sorted(inputs.items())), tuple(labels.shape))
-        if key not in self.graphs:
-            self.graphs[key] = self._capture(inputs, labels)
+        self.replays += 1
         graph, static_inputs, static_labels = self.graphs[key]
         for name, buffer in static_inputs.items():
             buffer.copy_(inputs[name], non_blocking=True)
@@ -73,10 +78,26 @@ class StepGraphs:
         self.loss_sum += loss.detach().double() * labels.shape[0]
         self.correct += (logits.argmax(-1) == labels).sum()
 
+    def stats(self) -> dict:
+        """For metrics.json: graphs captured, steps replayed / run eagerly, why capturing stopped."""
+        return {"graphs": len(self.graphs), "replays": self.replays, "eager_steps": self.eager_steps,
+                "failure": self.failure}
+
+    def _try_capture(self, key: tuple, inputs: dict[str, torch.Tensor], labels: torch.Tensor) -> None:
+        saved = self._snapshot()
+        try:
+            self.graphs[key] = self._capture(inputs, labels)
+        except RuntimeError as exc:            # CUDA reports what a graph cannot hold as RuntimeError
+            self.failure = f"{type(exc).__name__}: {str(exc).splitlines()[0]}"
+            print(f"cuda_graphs: capture failed, every step from now on runs eagerly ({self.failure})",
+                  flush=True)
+        finally:
+            torch.cuda.synchronize(self.device)
+            self._restore(saved)
+
     def _capture(self, inputs: dict[str, torch.Tensor], labels: torch.Tensor):
         static_inputs = {k: v.to(self.device, copy=True) for k, v in inputs.items()}
         static_labels = labels.to(self.device, copy=True)
-        saved = self._snapshot()
         self.stream.wait_stream(torch.cuda.current_stream(self.device))
         with torch.cuda.stream(self.stream):       # warm-up: lazy state is created outside the graph
             self._body(static_inputs, static_labels)
@@ -86,8 +107,7 @@ class StepGraphs:
         with torch.cuda.graph(graph, pool=self.pool, stream=self.stream):
             self._body(static_inputs, static_labels)
         if any(p.grad is not g for p, g in zip(self.params, grads)):
-            raise RuntimeError("cuda_graphs: a gradient was reallocated during capture; run without cuda_graphs")
-        self._restore(saved)
+            raise RuntimeError("a gradient was reallocated during capture")
         return graph, static_inputs, static_labels
 
     def _snapshot(self) -> list[tuple[torch.Tensor, torch.Tensor | None]]:

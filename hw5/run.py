@@ -124,7 +124,7 @@ def _metrics(cfg, experiment, seed, smoke, chash, data, val, test, result, model
         "throughput": {"examples_per_s": result.examples / seconds if seconds else 0.0,
                        "units_per_s": result.units / seconds if seconds else 0.0, "unit": data.unit,
                        "padding_share": 1 - result.units / result.padded_units if result.padded_units else 0.0,
-                       "train_seconds": seconds},
+                       "train_seconds": seconds, "cuda_graphs": result.cuda_graphs},
         "peak_memory_mb": peak_memory_mb(device),
         "hyperparameters": {k: getattr(cfg, k) for k in HYPERPARAMETERS if hasattr(cfg, k)} | {"seed": seed},
         "variant": variant,

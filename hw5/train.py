@@ -123,6 +123,7 @@ class FitResult:
     units: float
     padded_units: float
     examples: int
+    cuda_graphs: dict | None = None    # StepGraphs.stats() of this process, when cfg.cuda_graphs
 
 
 def _new_state() -> dict[str, Any]:
@@ -161,7 +162,7 @@ def fit(model: nn.Module, data: TaskData, cfg: TrainConfig, ckpt: Checkpointer, 
         ckpt.save(model, optimizer, scheduler, state)
         print(_epoch_line(row, cfg.epochs, data.unit), flush=True)
     return FitResult(state["history"], state["best_epoch"], best_state, state["seconds"], state["units"],
-                     state["padded"], state["examples"])
+                     state["padded"], state["examples"], graphs.stats() if graphs else None)
 
 
 def _train_epoch(model, data, cfg, ckpt, device, optimizer, scheduler, state, loss_weights, graphs=None) -> None:

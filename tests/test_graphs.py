@@ -37,6 +37,10 @@ def test_the_graph_step_body_trains_exactly_like_the_eager_loop(tmp_path, data_d
     for a, b in zip(eager["history"], graphed["history"], strict=True):
         assert {k: b[k] for k in keys} == {k: a[k] for k in keys}
     assert graphed["test"]["confusion_matrix"] == eager["test"]["confusion_matrix"]
+    assert eager["throughput"]["cuda_graphs"] is None
+    steps = 2 * 96 // 16                   # 2 epochs of fast_grid's 96 training pairs, 16 per step
+    assert graphed["throughput"]["cuda_graphs"] == {"graphs": 0, "replays": 0, "eager_steps": steps,
+                                                    "failure": None}          # CPU: nothing captured
     assert eager["history"][0]["train_loss"] != eager["history"][1]["train_loss"]
 
 
