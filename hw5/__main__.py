@@ -60,6 +60,9 @@ def parser() -> argparse.ArgumentParser:
     bench.add_argument("--ablations", action="store_true",
                        help="also time the project path minus (or plus) each optimization, 2x examples per step, "
                             "forward-only, torch.compile on the fixed shape, and estimate the default grid's time")
+    bench.add_argument("--paths", default="",
+                       help="comma-separated ablation rows to time instead of all of them, e.g. "
+                            "project+graphs,project-eval (naive, project and ceiling always run)")
     bench.add_argument("--decode", type=int, default=0, metavar="N",
                        help="also time decode + resample of an N-clip synthetic ShEMO-format corpus (e.g. 3000)")
     bench.add_argument("--repeat", type=int, default=1, metavar="N",
@@ -123,7 +126,8 @@ def cmd_bench(args) -> int:
     full = True if args.full else False if args.tiny else None
     bench(Path(args.results) / "bench", tuple(t for t in args.tasks.split(",") if t), full, args.nli_pairs, args.ser_clips,
           data_dir(args.data_dir), ablations=args.ablations, profile=args.profile,
-          decode_clips=args.decode, startup_clips=args.startup, repeat=args.repeat)
+          decode_clips=args.decode, startup_clips=args.startup, repeat=args.repeat,
+          paths=tuple(p for p in args.paths.split(",") if p))
     return 0
 
 

@@ -4,7 +4,8 @@
            longest clip), random batches, fp32, plain AdamW, a host sync (`loss.item()`) every step
   project  hw5's fast path: length-bucketed batches (SER: filled to an audio-seconds budget, on CNN
            features computed once per clip — the CNN is frozen), bf16 autocast + fused AdamW on CUDA,
-           no per-step sync, SDPA without cuDNN attention (hw5.train.cuda_kernel_choices)
+           no per-step sync, SDPA without cuDNN attention (hw5.train.cuda_kernel_choices), SER's
+           positional conv as one bmm on CUDA (hw5.models.ser.matmul_positional_conv)
   ceiling  one representative batch shape (batch x mean length) repeated: the fixed-shape bound
 
 `--ablations` adds the project path minus (or plus) one optimization at a time (what each one buys),
@@ -53,9 +54,12 @@ class Variant:
     cudnn_benchmark: bool = False   # cuDNN autotunes convolutions per shape
     scale: int = 1      # examples (or budget) per step x scale
     graphs: bool = False     # CUDA graph per step shape (hw5.graphs); widths rounded, batch_size batches
+    width_step_scale: float = 1.0  # graphs: widths rounded to this x the workload's width_step
+    matmul_pos_conv: bool = True  # SER on CUDA: HuBERT's positional conv as one bmm (hw5.models.ser)
 
 
-NAIVE = Variant("max", "fp32", True, False, False, False, batch="naive", cudnn_attention=True)  # torch defaults
+NAIVE = Variant("max", "fp32", True, False, False, False, batch="naive", cudnn_attention=True,
+                matmul_pos_conv=False)                                    # torch / transformers defaults
 PROJECT = Variant("bucket", "auto", False, True, True, False)
 PATHS = {"naive": NAIVE, "project": PROJECT, "ceiling": replace(PROJECT, padding="shape", prefetch=False)}
 ABLATIONS = {                      # the project path minus (or plus) one optimization each
@@ -69,10 +73,14 @@ ABLATIONS = {                      # the project path minus (or plus) one optimi
     "project-unfused": replace(PROJECT, fused=False),
     "project-cudnn-attention": replace(PROJECT, cudnn_attention=True),
     "project+autotune": replace(PROJECT, cudnn_benchmark=True),  # measured: warm-up cost, no gain
+    "project-conv-pos": replace(PROJECT, matmul_pos_conv=False),  # SER: cuDNN's grouped conv
     "project-x2": replace(PROJECT, scale=2),               # twice the examples (budget) per step
     "project-eval": replace(PROJECT, train=False),
     "project+graphs": replace(PROJECT, graphs=True),         # CUDA only: the cuda_graphs training option
+    "project+graphs-half-step": replace(PROJECT, graphs=True, width_step_scale=0.5),  # less padding, more graphs
+    "project+graphs-quarter-step": replace(PROJECT, graphs=True, width_step_scale=0.25),
     "ceiling+graphs": replace(PATHS["ceiling"], graphs=True),  # CUDA only: one shape, one graph: GPU-bound
+    "project+graphs-conv-pos": replace(PROJECT, graphs=True, matmul_pos_conv=False),   # SER, CUDA only
     # last: compiling changes the model in place. Bucketed shapes recompile (measured: slower), so
     # compile is timed where shapes allow it: the fixed-shape ceiling.
     "ceiling-compiled": replace(PATHS["ceiling"], compiled=True),
@@ -94,13 +102,26 @@ class PathResult:
     note: str = ""               # graphs: how many were captured, or why capturing failed
 
 
+def selected_variants(paths: tuple[str, ...], ablations: bool) -> dict[str, Variant]:
+    """The rows to time: the three paths, plus every ablation or only the named ones (the three paths
+    always run: the ratios are relative to them)."""
+    every = {**PATHS, **ABLATIONS}
+    if not paths:
+        return {**PATHS, **(ABLATIONS if ablations else {})}
+    unknown = [p for p in paths if p not in every]
+    if unknown:
+        from hw5.config import ConfigError
+        raise ConfigError(f"--paths: unknown {', '.join(unknown)}; choose from {', '.join(every)}")
+    return {name: v for name, v in every.items() if name in paths or name in PATHS}
+
+
 def can_compile(device: torch.device) -> bool:
     """Inductor needs Triton on CUDA and a C++ compiler on CPU."""
     return device.type == "cuda" or shutil.which("c++") is not None or shutil.which("g++") is not None
 
 
 def applies(work: Workload, name: str) -> bool:
-    if name in ("project-fixed", "project-waves"):
+    if name in ("project-fixed", "project-waves", "project-conv-pos", "project+graphs-conv-pos"):
         return work.task == "ser"               # NLI has no feature cache and trains bucketed only
     if name == "naive-datamax":                 # only where it differs from the naive width
         return max(work.naive_lengths or work.lengths) < work.naive_width
@@ -122,7 +143,7 @@ def plan(work: Workload, v: Variant, seed: int = 0) -> list[tuple[list[int], int
     if v.padding == "bucket":
         budget = 0 if v.graphs else work.budget * v.scale     # graphs: fixed examples per step
         batches = batching.train_batches(lengths, bs, "bucket", seed, 0, budget=budget)
-        step = work.width_step if v.graphs else 0
+        step = int(work.width_step * v.width_step_scale) if v.graphs else 0
         return [(b, batching.round_width(max(lengths[i] for i in b), step)) for b in batches]
     mean = int(np.mean(lengths))          # ceiling: same units, one shape
     steps = max(1, round(sum(lengths) / (bs * mean)))
@@ -162,6 +183,8 @@ def timed_pass(work: Workload, name: str, v: Variant, device: torch.device, repe
     prep = work.prepare() if use_features and work.prepare else 0.0
     make = work.fast_batch if use_features else work.make_batch
     model = work.model
+    if work.task == "ser":
+        model.encoder.encoder.pos_conv_embed.conv.as_matmul = v.matmul_pos_conv
     if device.type == "cuda":
         cuda_kernel_choices(v.cudnn_attention, v.cudnn_benchmark)
     if v.compiled:
@@ -191,7 +214,7 @@ def timed_pass(work: Workload, name: str, v: Variant, device: torch.device, repe
     note = ""
     if graphs is not None:
         stats = graphs.stats()
-        note = f"{stats['graphs']} graphs" if not stats["failure"] else f"EAGER, capture failed: {stats['failure']}"
+        note = f"{stats['graphs']} graph(s)" if not stats["failure"] else f"EAGER, capture failed: {stats['failure']}"
     return PathResult(work.task, name, len(steps), seconds, real * work.per_unit / seconds,
                       examples / seconds, 1 - real / padded, _peak_mb(device, rss0), prep, marks[1] - marks[0],
                       note)
@@ -279,19 +302,20 @@ def _sync(device: torch.device) -> None:
 
 def bench(out_dir: Path, tasks=("nli", "ser"), full: bool | None = None, nli_pairs: int = 512,
           ser_clips: int = 320, data_dir: Path | None = None, ablations: bool = False,
-          profile: bool = False, decode_clips: int = 0, startup_clips: int = 0, repeat: int = 1) -> pd.DataFrame:
+          profile: bool = False, decode_clips: int = 0, startup_clips: int = 0, repeat: int = 1,
+          paths: tuple[str, ...] = ()) -> pd.DataFrame:
     from hw5.run import limit_threads
     limit_threads()
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     full = device.type == "cuda" if full is None else full
-    variants = {**PATHS, **(ABLATIONS if ablations else {})}
+    variants = selected_variants(paths, ablations)
     rows = []
     for task in tasks:
         work = (nli_workload(device, full, nli_pairs, farstail_lengths(data_dir)) if task == "nli"
                 else ser_workload(device, full, ser_clips))
         for name, v in variants.items():
             if (not applies(work, name) or (v.compiled and not can_compile(device))
-                    or (v.graphs and device.type != "cuda")):
+                    or ((v.graphs or not v.matmul_pos_conv) and device.type != "cuda" and name != "naive")):
                 continue
             with graph_safe_model(work.model, v.graphs):
                 result = timed_pass(work, name, v, device, repeat)

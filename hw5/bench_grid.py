@@ -42,9 +42,19 @@ def estimate(table: pd.DataFrame, device: str = "this device", config_path=None,
             "feature_seconds_once": features, "markdown": "\n".join(lines)}
 
 
+def train_path(cfg, rows: dict) -> str:
+    """The bench row whose rate a run trains at. cuda_graphs was benched on bucketed batches only, and
+    never runs on a CPU (no row there): other batchings, and CPU, get the eager rate."""
+    if cfg.task == "ser" and not cfg.feature_cache:
+        return "project-waves"
+    if cfg.cuda_graphs and cfg.batching == "bucket" and (cfg.task, "project+graphs") in rows:
+        return "project+graphs"
+    return TRAIN_PATH[cfg.batching]
+
+
 def run_seconds(cfg, rows: dict) -> float | None:
     task, sizes = cfg.task, SPLIT_SIZES[cfg.task]
-    path = "project-waves" if task == "ser" and not cfg.feature_cache else TRAIN_PATH[cfg.batching]
+    path = train_path(cfg, rows)
     train, evaluate = rows.get((task, path)), rows.get((task, "project-eval"))
     if train is None or evaluate is None:
         return None

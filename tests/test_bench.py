@@ -44,6 +44,7 @@ def test_ablations_name_what_each_optimization_buys_and_estimate_the_grid(tmp_pa
             "project-eval"} <= paths
     assert ("ceiling-compiled" in paths) == can_compile(torch.device("cpu"))
     assert "project+graphs" not in paths and "ceiling+graphs" not in paths    # CUDA graphs: GPU only
+    assert "project-conv-pos" not in paths        # the positional conv is a matmul on CUDA only
     rows = table.set_index("path")
     assert rows.loc["project-random", "padding_share"] > rows.loc["project", "padding_share"]
     assert rows.loc["project-x2", "steps"] < rows.loc["project", "steps"]        # fuller steps
@@ -106,6 +107,11 @@ def test_grid_estimate_charges_each_experiment_the_rate_of_its_batching():
     started = estimate(pd.DataFrame(rows), "test device", startup={"nli_run_seconds": 10.0, "ser_run_seconds": 12.0})
     assert started["seconds_per_run"]["nli-full"] == pytest.approx(per_run["nli-full"] + 10.0)
     assert started["seconds_per_run"]["ser-speaker"] == pytest.approx(per_run["ser-speaker"] + 12.0)
+    graphed = rows + [dict(task=t, path="project+graphs", units_per_s=3000 * unit, examples_per_s=3000, seconds=1.0,
+                           prep_seconds=0.0) for t, unit in (("nli", 75.0), ("ser", 4.0))]
+    on_gpu = estimate(pd.DataFrame(graphed), "test device")["seconds_per_run"]     # NLI runs use graphs
+    assert on_gpu["nli-full"] == pytest.approx(3 * 7266 / 3000 + (3 * 1537 + 1564) / 4000)
+    assert on_gpu["ser-mean"] == per_run["ser-mean"]          # graphs off, and benched on buckets only
 
 
 @pytest.mark.slow
@@ -119,3 +125,13 @@ def test_startup_bench_times_a_runs_host_work_before_its_first_step(tmp_path, da
     for key in ("import_seconds", "nli_build_seconds", "ser_build_seconds", "ser_features_seconds"):
         assert startup[key] > 0
     assert "Start-up of one run" in (tmp_path / "bench.md").read_text()
+
+
+def test_paths_time_the_named_rows_plus_the_three_paths(tmp_path, capsys):
+    assert main(["bench", "--tiny", "--tasks", "ser", "--ser-clips", "12", "--paths", "project-eval",
+                 "--results", str(tmp_path)]) == 0
+    rows = json.loads((tmp_path / "bench" / "bench.json").read_text())["rows"]
+    assert [r["path"] for r in rows] == ["naive", "project", "ceiling", "project-eval"]
+    assert main(["bench", "--tiny", "--paths", "project,projcet-x2", "--results", str(tmp_path / "typo")]) == 2
+    assert "--paths: unknown projcet-x2; choose from naive, project" in capsys.readouterr().err
+    assert not (tmp_path / "typo").exists()

@@ -1,7 +1,7 @@
 """`cuda_graphs`: what can be checked without a GPU — the step body against the eager loop, the
 warm-up's snapshot/restore, tensor learning rates the scheduler fills in place, few batch shapes
 (width_step), LayerDrop off, and the config errors. The capture itself runs only on CUDA
-(`hw5 bench --ablations`, project+graphs)."""
+(`hw5 bench --ablations`, project+graphs) and in the CUDA-only test at the end of this file."""
 from __future__ import annotations
 
 import pytest
@@ -126,7 +126,7 @@ def test_graphed_ser_turns_layerdrop_off_and_records_it(tmp_path):
 
 
 @pytest.mark.parametrize("overrides, says", [
-    ({"cuda_graphs": True}, "width_step > 0"),
+    ({"cuda_graphs": True, "width_step": 0}, "width_step > 0"),
     ({"cuda_graphs": True, "width_step": 16, "batch_budget": 2048.0}, "batch_budget: 0"),
     ({"cuda_graphs": True, "width_step": 16, "batching": "fixed"}, "one shape already"),
     ({"width_step": -1}, "width_step must be >= 0"),
@@ -141,3 +141,43 @@ def test_graphed_ser_needs_the_feature_cache(tmp_path):
     grid = fast_grid(tmp_path, ser={"cuda_graphs": True, "width_step": 1.0, "feature_cache": False})
     with pytest.raises(ConfigError, match="feature_cache: true"):
         resolve_config("ser-mean", smoke=True, path=grid)
+
+
+def _bert_batches(widths: tuple[int, ...], batch: int = 8, vocab: int = 500):
+    g = torch.Generator().manual_seed(1)
+    for width in widths:
+        ids = torch.randint(5, vocab, (batch, width), generator=g)
+        lengths = torch.randint(width // 2, width + 1, (batch,), generator=g)
+        mask = (torch.arange(width)[None] < lengths[:, None]).long()
+        yield ({"input_ids": ids, "attention_mask": mask, "token_type_ids": torch.zeros_like(ids)},
+               torch.randint(0, 3, (batch,), generator=g))
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="captures CUDA graphs: needs a GPU")
+def test_on_cuda_replayed_graphs_train_like_eager_steps():
+    """One graph per batch shape, replayed as shapes alternate, ends where the same steps run eagerly
+    end: weights, running loss and accuracy (bf16 autocast, fused capturable AdamW, clipping; dropout
+    off, so neither path draws random numbers)."""
+    from transformers import BertConfig, BertModel
+    from hw5.models.nli import NLIClassifier
+    device, widths = torch.device("cuda"), (16, 32, 16, 48, 32, 16, 48, 48)
+    ends = []
+    for capture in (False, True):
+        torch.manual_seed(0)
+        cfg = BertConfig(vocab_size=500, hidden_size=64, num_hidden_layers=2, num_attention_heads=4,
+                         intermediate_size=128, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
+        model = NLIClassifier(BertModel(cfg, add_pooling_layer=False), 3, 0.0).to(device).train()
+        opt = torch.optim.AdamW(model.parameters(), lr=1e-3, fused=True)
+        graphs = StepGraphs(model, opt, device, "auto", max_grad_norm=1.0)
+        graphs.capture = capture                 # the same graph-safe optimizer either way
+        for inputs, labels in _bert_batches(widths):
+            graphs.step({k: v.to(device) for k, v in inputs.items()}, labels.to(device))
+        torch.cuda.synchronize()
+        ends.append((graphs.stats(), [p.detach().float().cpu() for p in model.parameters()],
+                     graphs.loss_sum.item(), graphs.correct.item()))
+    (eager_stats, eager_w, eager_loss, eager_correct), (stats, weights, loss, correct) = ends
+    assert eager_stats["eager_steps"] == len(widths) and eager_stats["graphs"] == 0
+    assert stats == {"graphs": 3, "replays": len(widths), "eager_steps": 0, "failure": None}
+    # a lost, repeated or stale step moves weights by ~lr = 1e-3
+    assert max((a - b).abs().max().item() for a, b in zip(eager_w, weights)) < 1e-4
+    assert loss == pytest.approx(eager_loss, rel=1e-3) and correct == eager_correct

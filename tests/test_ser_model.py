@@ -84,3 +84,38 @@ def test_frozen_cnn_is_bit_identical_after_training_and_the_rest_trains(tmp_path
     assert not torch.equal(model.head.weight, before["head.weight"])
     assert not torch.equal(model.encoder.encoder.layers[0].attention.q_proj.weight,
                            before["encoder.encoder.layers.0.attention.q_proj.weight"])
+
+
+def test_grouped_conv_as_matmul_equals_conv1d_in_value_and_gradients():
+    """HuBERT's positional conv geometry (even kernel, padding K//2, groups) and an odd kernel."""
+    from hw5.models.ser import grouped_conv1d_as_matmul
+    torch.manual_seed(0)
+    for channels, groups, kernel in ((32, 4, 16), (24, 3, 5)):
+        conv = torch.nn.utils.parametrizations.weight_norm(
+            torch.nn.Conv1d(channels, channels, kernel, padding=kernel // 2, groups=groups).double(), dim=2)
+        x = torch.randn(3, channels, 37, dtype=torch.double, requires_grad=True)
+        expected = conv(x)
+        got = grouped_conv1d_as_matmul(x, conv.weight, conv.bias, kernel // 2, groups)
+        torch.testing.assert_close(got, expected)
+        grads = torch.autograd.grad(expected.square().sum(), [x, *conv.parameters()])
+        for want, have in zip(grads, torch.autograd.grad(got.square().sum(), [x, *conv.parameters()])):
+            torch.testing.assert_close(have, want)
+
+
+def test_matmul_positional_conv_keeps_the_checkpoint_and_the_embedding(tmp_path):
+    """The surgery keeps the conv's parameters and state-dict keys; the matmul path (CUDA's) gives
+    the same utterance embedding as cuDNN's conv path (CPU's) on the same weights."""
+    from hw5.models.ser import grouped_conv1d_as_matmul
+    model = tiny_model(tmp_path)
+    from transformers import AutoModel
+    untouched = AutoModel.from_pretrained(str(tiny_hubert(tmp_path)))
+    assert set(model.encoder.state_dict()) == set(untouched.state_dict())
+    conv = model.encoder.encoder.pos_conv_embed.conv
+    assert conv.as_matmul and conv.groups > 1
+    x = torch.randn(2, 12000)
+    mask = torch.ones_like(x, dtype=torch.long)
+    with torch.no_grad():
+        via_conv = model.embed(x, mask)
+        conv.forward = lambda h: grouped_conv1d_as_matmul(h, conv.weight, conv.bias, conv.padding[0], conv.groups)
+        via_matmul = model.embed(x, mask)
+    torch.testing.assert_close(via_matmul, via_conv, atol=1e-5, rtol=1e-4)

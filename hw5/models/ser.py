@@ -7,12 +7,19 @@ With the CNN frozen its output never changes, so `forward` also takes cached CNN
 (`clip_features`, one clip alone) + a frame mask: the CNN then runs once per clip instead of once per
 step, and a clip's features no longer depend on the batch it is padded in (hubert-base's group-norm
 CNN normalizes over the padded length, so zero padding changes the features of the real frames).
+
+HuBERT's positional embedding is a grouped convolution (768 channels, 16 groups, kernel 128) that
+cuDNN runs with its slowest kernel in bf16 (implicit_convolve_sgemm, one launch per group: 53% of an
+SER step's GPU time on an H100, docs/bench/h100-run2-profile_ser.txt). `matmul_positional_conv` makes
+it one batched matrix product over unfolded windows on CUDA: the same function of the same weights.
 """
 from __future__ import annotations
 
 import math
+import types
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from hw5.config import SERConfig
@@ -153,6 +160,39 @@ def freeze_feature_encoder(encoder: nn.Module) -> None:
         p.requires_grad_(False)
 
 
+def grouped_conv1d_as_matmul(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
+                             padding: int, groups: int) -> torch.Tensor:
+    """F.conv1d(x, weight, bias, padding=padding, groups=groups) as one bmm over unfolded windows:
+    (groups, B*T_out, C_in/groups*K) @ (groups, C_in/groups*K, C_out/groups)."""
+    if torch.is_autocast_enabled(x.device.type):         # unfold in bf16: half the window copy
+        dtype = torch.get_autocast_dtype(x.device.type)
+        x, weight = x.to(dtype), weight.to(dtype)
+        bias = None if bias is None else bias.to(dtype)
+    batch, channels, _ = x.shape
+    out_channels, per_group, kernel = weight.shape
+    windows = F.pad(x, (padding, padding)).unfold(2, kernel, 1)          # (B, C, T_out, K), a view
+    steps = windows.shape[2]
+    cols = (windows.reshape(batch, groups, per_group, steps, kernel).permute(1, 0, 3, 2, 4)
+            .reshape(groups, batch * steps, per_group * kernel))
+    w = weight.reshape(groups, out_channels // groups, per_group * kernel).transpose(1, 2)
+    y = torch.bmm(cols, w).reshape(groups, batch, steps, -1).permute(1, 0, 3, 2).reshape(batch, out_channels, steps)
+    return y if bias is None else y + bias[None, :, None]
+
+
+def matmul_positional_conv(encoder: nn.Module, enabled: bool = True) -> None:
+    """On CUDA, run HuBERT's positional convolution as `grouped_conv1d_as_matmul` (CPU keeps
+    conv1d, which is fast there). Parameters and state-dict keys stay the conv's own."""
+    conv = encoder.encoder.pos_conv_embed.conv
+    conv.forward = types.MethodType(_positional_conv_forward, conv)
+    conv.as_matmul = enabled
+
+
+def _positional_conv_forward(conv: nn.Conv1d, x: torch.Tensor) -> torch.Tensor:
+    if x.is_cuda and conv.as_matmul:
+        return grouped_conv1d_as_matmul(x, conv.weight, conv.bias, conv.padding[0], conv.groups)
+    return conv._conv_forward(x, conv.weight, conv.bias)
+
+
 def build_ser_model(path: str, cfg: SERConfig, num_labels: int) -> tuple[SERClassifier, dict]:
     from transformers import AutoModel
     # LayerDrop decides on the host (torch.rand per layer): a captured graph would freeze one choice
@@ -162,6 +202,7 @@ def build_ser_model(path: str, cfg: SERConfig, num_labels: int) -> tuple[SERClas
                "layerdrop": encoder.config.layerdrop}
     if cfg.freeze_feature_encoder:
         freeze_feature_encoder(encoder)
+    matmul_positional_conv(encoder)
     return SERClassifier(encoder, cfg.pooling, num_labels, cfg.head_dropout), variant
 
 
