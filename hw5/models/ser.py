@@ -168,7 +168,7 @@ def grouped_conv1d_as_matmul(x: torch.Tensor, weight: torch.Tensor, bias: torch.
         dtype = torch.get_autocast_dtype(x.device.type)
         x, weight = x.to(dtype), weight.to(dtype)
         bias = None if bias is None else bias.to(dtype)
-    batch, channels, _ = x.shape
+    batch = x.shape[0]
     out_channels, per_group, kernel = weight.shape
     windows = F.pad(x, (padding, padding)).unfold(2, kernel, 1)          # (B, C, T_out, K), a view
     steps = windows.shape[2]
