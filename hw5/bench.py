@@ -35,6 +35,7 @@ from hw5.data.loader import prefetched
 from hw5.bench_report import grid_estimate, with_ratios, write_report
 from hw5.io import write_text_atomic
 from hw5.graphs import StepGraphs
+from hw5.models.ser import matmul_positional_conv
 from hw5.train import autocast, cuda_kernel_choices
 
 
@@ -85,6 +86,7 @@ ABLATIONS = {                      # the project path minus (or plus) one optimi
     # compile is timed where shapes allow it: the fixed-shape ceiling.
     "ceiling-compiled": replace(PATHS["ceiling"], compiled=True),
 }
+CONV_POS_ROWS = ("project-conv-pos", "project+graphs-conv-pos")   # SER on CUDA: cuDNN's positional conv
 
 
 @dataclass
@@ -121,7 +123,7 @@ def can_compile(device: torch.device) -> bool:
 
 
 def applies(work: Workload, name: str) -> bool:
-    if name in ("project-fixed", "project-waves", "project-conv-pos", "project+graphs-conv-pos"):
+    if name in ("project-fixed", "project-waves", *CONV_POS_ROWS):
         return work.task == "ser"               # NLI has no feature cache and trains bucketed only
     if name == "naive-datamax":                 # only where it differs from the naive width
         return max(work.naive_lengths or work.lengths) < work.naive_width
@@ -184,7 +186,7 @@ def timed_pass(work: Workload, name: str, v: Variant, device: torch.device, repe
     make = work.fast_batch if use_features else work.make_batch
     model = work.model
     if work.task == "ser":
-        model.encoder.encoder.pos_conv_embed.conv.as_matmul = v.matmul_pos_conv
+        matmul_positional_conv(model.encoder, v.matmul_pos_conv)
     if device.type == "cuda":
         cuda_kernel_choices(v.cudnn_attention, v.cudnn_benchmark)
     if v.compiled:
@@ -315,7 +317,7 @@ def bench(out_dir: Path, tasks=("nli", "ser"), full: bool | None = None, nli_pai
                 else ser_workload(device, full, ser_clips))
         for name, v in variants.items():
             if (not applies(work, name) or (v.compiled and not can_compile(device))
-                    or ((v.graphs or not v.matmul_pos_conv) and device.type != "cuda" and name != "naive")):
+                    or ((v.graphs or name in CONV_POS_ROWS) and device.type != "cuda")):
                 continue
             with graph_safe_model(work.model, v.graphs):
                 result = timed_pass(work, name, v, device, repeat)

@@ -105,9 +105,9 @@ def test_grouped_conv_as_matmul_equals_conv1d_in_value_and_gradients():
 def test_matmul_positional_conv_keeps_the_checkpoint_and_the_embedding(tmp_path):
     """The surgery keeps the conv's parameters and state-dict keys; the matmul path (CUDA's) gives
     the same utterance embedding as cuDNN's conv path (CPU's) on the same weights."""
+    from transformers import AutoModel
     from hw5.models.ser import grouped_conv1d_as_matmul
     model = tiny_model(tmp_path)
-    from transformers import AutoModel
     untouched = AutoModel.from_pretrained(str(tiny_hubert(tmp_path)))
     assert set(model.encoder.state_dict()) == set(untouched.state_dict())
     conv = model.encoder.encoder.pos_conv_embed.conv
