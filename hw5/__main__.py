@@ -71,6 +71,9 @@ def parser() -> argparse.ArgumentParser:
     bench.add_argument("--startup", type=int, default=0, metavar="N",
                        help="also time a run's host-side start-up (imports, data, full-size model load, stored "
                             "CNN features) with an N-clip synthetic ShEMO-format corpus (e.g. 3000)")
+    bench.add_argument("--posconv", action="store_true",
+                       help="also time HuBERT-base's positional conv alone, forward + backward, by each method "
+                            "(conv, matmul, fft; minutes on a CPU)")
     bench.add_argument("--profile", action="store_true",
                        help="also write torch.profiler tables of a few project steps (profile_<task>.txt)")
     bench.add_argument("--data-dir", help="FarsTail location for real pair lengths (default: $HW5_DATA_DIR)")
@@ -127,7 +130,7 @@ def cmd_bench(args) -> int:
     bench(Path(args.results) / "bench", tuple(t for t in args.tasks.split(",") if t), full, args.nli_pairs, args.ser_clips,
           data_dir(args.data_dir), ablations=args.ablations, profile=args.profile,
           decode_clips=args.decode, startup_clips=args.startup, repeat=args.repeat,
-          paths=tuple(p for p in args.paths.split(",") if p))
+          paths=tuple(p for p in args.paths.split(",") if p), posconv=args.posconv)
     return 0
 
 

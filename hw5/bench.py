@@ -5,13 +5,14 @@
   project  hw5's fast path: length-bucketed batches (SER: filled to an audio-seconds budget, on CNN
            features computed once per clip — the CNN is frozen), bf16 autocast + fused AdamW on CUDA,
            no per-step sync, SDPA without cuDNN attention (hw5.train.cuda_kernel_choices), SER's
-           positional conv as one bmm on CUDA (hw5.models.ser.matmul_positional_conv)
+           positional conv as one bmm on CUDA (hw5.models.ser.fast_positional_conv)
   ceiling  one representative batch shape (batch x mean length) repeated: the fixed-shape bound
 
 `--ablations` adds the project path minus (or plus) one optimization at a time (what each one buys),
 twice the examples per step, the forward-only rate, CUDA graphs (hw5.graphs: one captured step per
-batch shape, widths rounded to 16 tokens / 1 s; CUDA only), torch.compile on the fixed-shape ceiling,
-and an estimate of the default grid's device time from these rates.
+batch shape, widths rounded to 16 tokens / 1 s; CUDA only), SER's positional conv by cuDNN or through
+rfft instead of the bmm (CUDA only; `--posconv` times the conv alone), torch.compile on the fixed-shape
+ceiling, and an estimate of the default grid's device time from these rates.
 Units are real tokens (NLI) or real audio seconds (SER) per second; padding is not counted as work.
 Random-init models from configs (no hub): tiny ones on CPU (seconds), full-size ones on a GPU.
 """
@@ -35,7 +36,7 @@ from hw5.data.loader import prefetched
 from hw5.bench_report import grid_estimate, with_ratios, write_report
 from hw5.io import write_text_atomic
 from hw5.graphs import StepGraphs
-from hw5.models.ser import matmul_positional_conv
+from hw5.models.ser import fast_positional_conv
 from hw5.train import autocast, cuda_kernel_choices
 
 
@@ -56,11 +57,11 @@ class Variant:
     scale: int = 1      # examples (or budget) per step x scale
     graphs: bool = False     # CUDA graph per step shape (hw5.graphs); widths rounded, batch_size batches
     width_step_scale: float = 1.0  # graphs: widths rounded to this x the workload's width_step
-    matmul_pos_conv: bool = True  # SER on CUDA: HuBERT's positional conv as one bmm (hw5.models.ser)
+    pos_conv: str = "matmul"  # SER on CUDA: HuBERT's positional conv as "matmul", "fft" or "conv" (cuDNN)
 
 
 NAIVE = Variant("max", "fp32", True, False, False, False, batch="naive", cudnn_attention=True,
-                matmul_pos_conv=False)                                    # torch / transformers defaults
+                pos_conv="conv")                                          # torch / transformers defaults
 PROJECT = Variant("bucket", "auto", False, True, True, False)
 PATHS = {"naive": NAIVE, "project": PROJECT, "ceiling": replace(PROJECT, padding="shape", prefetch=False)}
 ABLATIONS = {                      # the project path minus (or plus) one optimization each
@@ -74,19 +75,22 @@ ABLATIONS = {                      # the project path minus (or plus) one optimi
     "project-unfused": replace(PROJECT, fused=False),
     "project-cudnn-attention": replace(PROJECT, cudnn_attention=True),
     "project+autotune": replace(PROJECT, cudnn_benchmark=True),  # measured: warm-up cost, no gain
-    "project-conv-pos": replace(PROJECT, matmul_pos_conv=False),  # SER: cuDNN's grouped conv
+    "project-conv-pos": replace(PROJECT, pos_conv="conv"),    # SER: cuDNN's grouped conv
+    "project-fft-pos": replace(PROJECT, pos_conv="fft"),      # SER: the positional conv through rfft
     "project-x2": replace(PROJECT, scale=2),               # twice the examples (budget) per step
     "project-eval": replace(PROJECT, train=False),
     "project+graphs": replace(PROJECT, graphs=True),         # CUDA only: the cuda_graphs training option
     "project+graphs-half-step": replace(PROJECT, graphs=True, width_step_scale=0.5),  # less padding, more graphs
     "project+graphs-quarter-step": replace(PROJECT, graphs=True, width_step_scale=0.25),
     "ceiling+graphs": replace(PATHS["ceiling"], graphs=True),  # CUDA only: one shape, one graph: GPU-bound
-    "project+graphs-conv-pos": replace(PROJECT, graphs=True, matmul_pos_conv=False),   # SER, CUDA only
+    "project+graphs-conv-pos": replace(PROJECT, graphs=True, pos_conv="conv"),   # SER, CUDA only
+    "project+graphs-fft-pos": replace(PROJECT, graphs=True, pos_conv="fft"),     # SER, CUDA only
+    "ceiling+graphs-fft-pos": replace(PATHS["ceiling"], graphs=True, pos_conv="fft"),  # the bound with it
     # last: compiling changes the model in place. Bucketed shapes recompile (measured: slower), so
     # compile is timed where shapes allow it: the fixed-shape ceiling.
     "ceiling-compiled": replace(PATHS["ceiling"], compiled=True),
 }
-CONV_POS_ROWS = ("project-conv-pos", "project+graphs-conv-pos")   # SER on CUDA: cuDNN's positional conv
+POS_CONV_ROWS = tuple(name for name, v in ABLATIONS.items() if v.pos_conv != PROJECT.pos_conv)  # SER, CUDA
 
 
 @dataclass
@@ -123,7 +127,7 @@ def can_compile(device: torch.device) -> bool:
 
 
 def applies(work: Workload, name: str) -> bool:
-    if name in ("project-fixed", "project-waves", *CONV_POS_ROWS):
+    if name in ("project-fixed", "project-waves", *POS_CONV_ROWS):
         return work.task == "ser"               # NLI has no feature cache and trains bucketed only
     if name == "naive-datamax":                 # only where it differs from the naive width
         return max(work.naive_lengths or work.lengths) < work.naive_width
@@ -186,7 +190,7 @@ def timed_pass(work: Workload, name: str, v: Variant, device: torch.device, repe
     make = work.fast_batch if use_features else work.make_batch
     model = work.model
     if work.task == "ser":
-        matmul_positional_conv(model.encoder, v.matmul_pos_conv)
+        fast_positional_conv(model.encoder, v.pos_conv)
     if device.type == "cuda":
         cuda_kernel_choices(v.cudnn_attention, v.cudnn_benchmark)
     if v.compiled:
@@ -305,7 +309,7 @@ def _sync(device: torch.device) -> None:
 def bench(out_dir: Path, tasks=("nli", "ser"), full: bool | None = None, nli_pairs: int = 512,
           ser_clips: int = 320, data_dir: Path | None = None, ablations: bool = False,
           profile: bool = False, decode_clips: int = 0, startup_clips: int = 0, repeat: int = 1,
-          paths: tuple[str, ...] = ()) -> pd.DataFrame:
+          paths: tuple[str, ...] = (), posconv: bool = False) -> pd.DataFrame:
     from hw5.run import limit_threads
     limit_threads()
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -317,7 +321,7 @@ def bench(out_dir: Path, tasks=("nli", "ser"), full: bool | None = None, nli_pai
                 else ser_workload(device, full, ser_clips))
         for name, v in variants.items():
             if (not applies(work, name) or (v.compiled and not can_compile(device))
-                    or ((v.graphs or name in CONV_POS_ROWS) and device.type != "cuda")):
+                    or ((v.graphs or name in POS_CONV_ROWS) and device.type != "cuda")):
                 continue
             with graph_safe_model(work.model, v.graphs):
                 result = timed_pass(work, name, v, device, repeat)
@@ -330,13 +334,16 @@ def bench(out_dir: Path, tasks=("nli", "ser"), full: bool | None = None, nli_pai
                   f"warm-up {result.warmup_seconds:5.1f}s", flush=True)
         del work
     table = with_ratios(pd.DataFrame(rows)) if rows else pd.DataFrame()
-    decode = startup = None
+    decode = startup = posconv_rows = None
     if decode_clips:
         from hw5.bench_decode import decode_bench
         decode = decode_bench(decode_clips)
     if startup_clips:
         from hw5.bench_startup import startup_bench
         startup = startup_bench(data_dir, startup_clips)
+    if posconv:
+        from hw5.bench_posconv import posconv_bench
+        posconv_rows = posconv_bench(device)
     estimate = grid_estimate(table, device, startup) if ablations and rows else None
-    write_report(out_dir, table, device, full, estimate, decode, startup)
+    write_report(out_dir, table, device, full, estimate, decode, startup, posconv_rows)
     return table

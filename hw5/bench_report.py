@@ -23,13 +23,13 @@ def grid_estimate(table: pd.DataFrame, device: torch.device, startup: dict | Non
 
 
 def write_report(out_dir: Path, table: pd.DataFrame, device: torch.device, full: bool, estimate: dict | None,
-           decode: dict | None, startup: dict | None = None) -> None:
+           decode: dict | None, startup: dict | None = None, posconv: list[dict] | None = None) -> None:
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
     meta = {"device": name, "models": "full-size" if full else "tiny", "threads": torch.get_num_threads(),
             "provenance": provenance(name)}
     write_json_atomic(out_dir / "bench.json", {**meta, "rows": table.to_dict(orient="records"),
                                                "grid_estimate": estimate, "decode": decode,
-                                               "startup": startup})
+                                               "startup": startup, "posconv": posconv})
     md = table.to_markdown(index=False, floatfmt=".3g") if len(table) else "(no training paths timed)"
     text = f"### hw5 bench ({meta['models']} models on {name}, {meta['threads']} threads)\n\n{md}\n"
     if estimate:
@@ -46,5 +46,8 @@ def write_report(out_dir: Path, table: pd.DataFrame, device: torch.device, full:
                  f"{startup['nli_build_seconds']:.1f} s; SER with {startup['clips']} clips: audio + model "
                  f"{startup['ser_build_seconds']:.1f} s, stored CNN features "
                  f"({startup['ser_feature_megabytes']:.0f} MB) {startup['ser_features_seconds']:.1f} s.\n")
+    if posconv:
+        from hw5.bench_posconv import posconv_markdown
+        text += "\n" + posconv_markdown(posconv, name) + "\n"
     write_text_atomic(out_dir / "bench.md", text)
     print(f"bench: wrote {out_dir / 'bench.md'} and bench.json")

@@ -2,6 +2,7 @@
 # The short GPU check of the CUDA-graphs path:   sbatch slurm/gpu_check.sh [OUT_DIR]   (repository root)
 # 1) bench rows that decide cuda_graphs (full-size random-init models): naive / project / ceiling,
 #    project+graphs / ceiling+graphs, and the rows the grid estimate needs (x2, eval, random, fixed);
+#    SER's positional conv through rfft (the *-fft-pos rows and --posconv: decide its CUDA method);
 # 2) parity: tiny smoke runs of jobs/cuda_graphs_check.yaml with and without cuda_graphs, side by side;
 # 3) a run's host start-up on this node. Every result lands flat in OUT_DIR (default results/gpu-check).
 # Sizes shrink for a CPU dry run: HW5_CHECK_BENCH="--tiny --nli-pairs 64 --ser-clips 16".
@@ -15,12 +16,14 @@ set -uo pipefail
 PYTHON=${HW5_PYTHON:-.venv/bin/python}
 OUT_DIR=${1:-results/gpu-check}
 SIZES=${HW5_CHECK_BENCH:---nli-pairs 1000 --ser-clips 400}
+POSCONV=${HW5_CHECK_POSCONV---posconv}     # the positional conv alone by each method (set empty to skip)
+FFT_ROWS=project-fft-pos,project+graphs-fft-pos,ceiling+graphs-fft-pos   # SER: decide conv method "fft"
 export PYTHONUNBUFFERED=1
 mkdir -p "$OUT_DIR"
 "$PYTHON" -c "import torch, transformers; print('torch', torch.__version__, 'transformers', transformers.__version__,
       torch.cuda.get_device_name() if torch.cuda.is_available() else 'cpu')"
-timeout 330 "$PYTHON" -m hw5 bench $SIZES --repeat 3 --results "$OUT_DIR/b" \
-  --paths project-random,project-fixed,project-x2,project-eval,project+graphs,ceiling+graphs 2>&1 | tee "$OUT_DIR/bench.log"
+timeout 420 "$PYTHON" -m hw5 bench $SIZES --repeat 3 --results "$OUT_DIR/b" $POSCONV \
+  --paths project-random,project-fixed,project-x2,project-eval,project+graphs,ceiling+graphs,$FFT_ROWS 2>&1 | tee "$OUT_DIR/bench.log"
 cp "$OUT_DIR"/b/bench/bench.{json,md} "$OUT_DIR"/ 2>/dev/null
 for e in nli-eager nli-graphs ser-eager ser-graphs; do
   timeout 90 "$PYTHON" -m hw5 run "$e" --smoke --force --experiments jobs/cuda_graphs_check.yaml \

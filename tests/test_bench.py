@@ -44,7 +44,7 @@ def test_ablations_name_what_each_optimization_buys_and_estimate_the_grid(tmp_pa
             "project-eval"} <= paths
     assert ("ceiling-compiled" in paths) == can_compile(torch.device("cpu"))
     assert "project+graphs" not in paths and "ceiling+graphs" not in paths    # CUDA graphs: GPU only
-    assert "project-conv-pos" not in paths        # the positional conv is a matmul on CUDA only
+    assert not {"project-conv-pos", "project-fft-pos"} & paths   # positional conv methods: CUDA only
     rows = table.set_index("path")
     assert rows.loc["project-random", "padding_share"] > rows.loc["project", "padding_share"]
     assert rows.loc["project-x2", "steps"] < rows.loc["project", "steps"]        # fuller steps
@@ -135,3 +135,16 @@ def test_paths_time_the_named_rows_plus_the_three_paths(tmp_path, capsys):
     assert main(["bench", "--tiny", "--paths", "project,projcet-x2", "--results", str(tmp_path / "typo")]) == 2
     assert "--paths: unknown projcet-x2; choose from naive, project" in capsys.readouterr().err
     assert not (tmp_path / "typo").exists()
+
+
+def test_posconv_bench_times_each_method_and_shows_they_compute_the_same_conv(tmp_path):
+    from hw5.bench_posconv import CPU_METHODS, posconv_bench, posconv_markdown
+    rows = posconv_bench(torch.device("cpu"), shapes=((2, 40), (1, 70)), repeat=1, channels=32, groups=4,
+                         kernel=16)
+    assert [(r["method"], r["clips"], r["frames"]) for r in rows] == [
+        (m, b, t) for b, t in ((2, 40), (1, 70)) for m, _ in CPU_METHODS]
+    for row in rows:
+        assert row["ms"] > 0 and row["max_error"] < 1e-5 and row["peak_mb"] is None
+        assert (row["vs_conv"] == 1.0) == (row["method"] == "conv")
+    table = posconv_markdown(rows, "cpu")
+    assert table.count("\n| ") == 1 + len(rows) and "| 2 x 40 | fft | fp32 |" in table

@@ -1,6 +1,7 @@
 """SER model pieces on a tiny HuBERT: masks, pooling, frozen CNN, the path learns."""
 from __future__ import annotations
 
+import pytest
 import torch
 
 from hw5.config import SERConfig
@@ -86,36 +87,70 @@ def test_frozen_cnn_is_bit_identical_after_training_and_the_rest_trains(tmp_path
                            before["encoder.encoder.layers.0.attention.q_proj.weight"])
 
 
-def test_grouped_conv_as_matmul_equals_conv1d_in_value_and_gradients():
-    """HuBERT's positional conv geometry (even kernel, padding K//2, groups) and an odd kernel."""
-    from hw5.models.ser import grouped_conv1d_as_matmul
+@pytest.mark.parametrize("method", ["matmul", "fft"])
+def test_fast_grouped_conv_equals_conv1d_in_value_and_gradients(method):
+    """HuBERT's positional conv geometry (even kernel, padding K//2, groups), an odd kernel, and the
+    FFT's edges: T + padding = 65, one past a transform size (reads must not wrap onto real samples),
+    a kernel longer than T + padding (its cut taps would only meet padding), and more outputs than
+    T + padding (padding wider than the kernel)."""
+    from hw5.models.ser import POS_CONV_METHODS
+    fast = POS_CONV_METHODS[method]
     torch.manual_seed(0)
-    for channels, groups, kernel in ((32, 4, 16), (24, 3, 5)):
+    for channels, groups, kernel, padding, steps in ((32, 4, 16, 8, 37), (24, 3, 5, 2, 37), (32, 4, 16, 8, 57),
+                                                     (16, 2, 128, 64, 10), (8, 2, 3, 7, 5)):
         conv = torch.nn.utils.parametrizations.weight_norm(
-            torch.nn.Conv1d(channels, channels, kernel, padding=kernel // 2, groups=groups).double(), dim=2)
-        x = torch.randn(3, channels, 37, dtype=torch.double, requires_grad=True)
+            torch.nn.Conv1d(channels, channels, kernel, padding=padding, groups=groups).double(), dim=2)
+        x = torch.randn(3, channels, steps, dtype=torch.double, requires_grad=True)
         expected = conv(x)
-        got = grouped_conv1d_as_matmul(x, conv.weight, conv.bias, kernel // 2, groups)
+        got = fast(x, conv.weight, conv.bias, padding, groups)
+        assert got.dtype == expected.dtype
         torch.testing.assert_close(got, expected)
         grads = torch.autograd.grad(expected.square().sum(), [x, *conv.parameters()])
         for want, have in zip(grads, torch.autograd.grad(got.square().sum(), [x, *conv.parameters()])):
             torch.testing.assert_close(have, want)
 
 
-def test_matmul_positional_conv_keeps_the_checkpoint_and_the_embedding(tmp_path):
-    """The surgery keeps the conv's parameters and state-dict keys; the matmul path (CUDA's) gives
-    the same utterance embedding as cuDNN's conv path (CPU's) on the same weights."""
+def test_fft_length_is_the_smallest_fast_size_that_holds_the_padded_input():
+    from hw5.models.ser import fft_length
+    assert [fft_length(n) for n in (1, 2, 3, 5, 7, 333, 384, 385, 538)] == [1, 2, 3, 6, 8, 384, 384, 512, 768]
+
+
+@pytest.mark.parametrize("method", ["matmul", "fft"])
+def test_fast_positional_conv_keeps_the_checkpoint_and_the_embedding(tmp_path, method):
+    """The surgery keeps the conv's parameters and state-dict keys; each CUDA method gives the same
+    utterance embedding as conv1d (the CPU's path) on the same weights."""
     from transformers import AutoModel
-    from hw5.models.ser import grouped_conv1d_as_matmul
+    from hw5.models.ser import POS_CONV_METHODS, fast_positional_conv
     model = tiny_model(tmp_path)
     untouched = AutoModel.from_pretrained(str(tiny_hubert(tmp_path)))
     assert set(model.encoder.state_dict()) == set(untouched.state_dict())
+    fast_positional_conv(model.encoder, method)
     conv = model.encoder.encoder.pos_conv_embed.conv
-    assert conv.as_matmul and conv.groups > 1
+    assert conv.fast_method is POS_CONV_METHODS[method] and conv.groups > 1
     x = torch.randn(2, 12000)
     mask = torch.ones_like(x, dtype=torch.long)
     with torch.no_grad():
         via_conv = model.embed(x, mask)
-        conv.forward = lambda h: grouped_conv1d_as_matmul(h, conv.weight, conv.bias, conv.padding[0], conv.groups)
-        via_matmul = model.embed(x, mask)
-    torch.testing.assert_close(via_matmul, via_conv, atol=1e-5, rtol=1e-4)
+        conv.forward = lambda h: conv.fast_method(h, conv.weight, conv.bias, conv.padding[0], conv.groups)
+        via_fast = model.embed(x, mask)
+    torch.testing.assert_close(via_fast, via_conv, atol=1e-5, rtol=1e-4)
+
+
+def test_an_unknown_positional_conv_method_names_the_choices(tmp_path):
+    from hw5.models.ser import fast_positional_conv
+    with pytest.raises(ValueError, match="conv, matmul, fft"):
+        fast_positional_conv(tiny_model(tmp_path).encoder, "fast")
+
+
+@pytest.mark.parametrize("method", ["matmul", "fft"])
+def test_fast_grouped_conv_under_autocast_returns_the_autocast_dtype(method):
+    """As conv1d does under autocast, so the rest of HuBERT sees the dtypes it would see."""
+    from hw5.models.ser import POS_CONV_METHODS
+    torch.manual_seed(0)
+    conv = torch.nn.Conv1d(32, 32, 16, padding=8, groups=4)
+    x = torch.randn(2, 32, 40)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        expected = conv(x)
+        got = POS_CONV_METHODS[method](x, conv.weight, conv.bias, 8, 4)
+    assert got.dtype == expected.dtype == torch.bfloat16
+    torch.testing.assert_close(got.float(), conv(x), atol=0.05, rtol=0.02)

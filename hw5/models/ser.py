@@ -10,8 +10,10 @@ CNN normalizes over the padded length, so zero padding changes the features of t
 
 HuBERT's positional embedding is a grouped convolution (768 channels, 16 groups, kernel 128) that
 cuDNN runs with its slowest kernel in bf16 (implicit_convolve_sgemm, one launch per group: 53% of an
-SER step's GPU time on an H100, docs/bench/h100-run2-profile_ser.txt). `matmul_positional_conv` makes
-it one batched matrix product over unfolded windows on CUDA: the same function of the same weights.
+SER step's GPU time on an H100, docs/bench/h100-run2-profile_ser.txt). `fast_positional_conv` runs
+it on CUDA as one batched matrix product over unfolded windows ("matmul", measured: 3.6x cuDNN on an
+H200) or as a product of Fourier transforms ("fft": kernel 128 is most of a clip's 200-400 frames, so
+the transform is cheaper than the windows; measured on CPU so far): the same function of the same weights.
 """
 from __future__ import annotations
 
@@ -179,17 +181,52 @@ def grouped_conv1d_as_matmul(x: torch.Tensor, weight: torch.Tensor, bias: torch.
     return y if bias is None else y + bias[None, :, None]
 
 
-def matmul_positional_conv(encoder: nn.Module, enabled: bool = True) -> None:
-    """On CUDA, run HuBERT's positional convolution as `grouped_conv1d_as_matmul` (CPU keeps
-    conv1d, which is fast there). Parameters and state-dict keys stay the conv's own."""
+def fft_length(n: int) -> int:
+    """The smallest 2^k or 3 * 2^k >= n: sizes cuFFT and pocketfft transform fastest."""
+    power = 1 << max(0, n - 1).bit_length()
+    three = 3 << max(0, (n - 1) // 3).bit_length()
+    return min(power, three)
+
+
+def grouped_conv1d_via_fft(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
+                           padding: int, groups: int) -> torch.Tensor:
+    """F.conv1d(x, weight, bias, padding=padding, groups=groups) as a correlation in the frequency
+    domain, in (at least) fp32: rfft of input and kernel, one complex bmm per (group, frequency)
+    mixing the group's channels, irfft. The input is padded on the left only: with a transform
+    length >= T + padding, reads past the end wrap onto those left zeros, exactly the right padding
+    (and kernel taps beyond it, cut by the transform, would only ever meet padding)."""
+    out_dtype = torch.get_autocast_dtype(x.device.type) if torch.is_autocast_enabled(x.device.type) else x.dtype
+    dtype = torch.promote_types(x.dtype, torch.float32)
+    batch, channels, steps_in = x.shape
+    out_channels, per_group, kernel = weight.shape
+    steps = steps_in + 2 * padding - kernel + 1
+    n = fft_length(max(steps_in + padding, steps))
+    with torch.autocast(x.device.type, enabled=False):
+        xf = torch.fft.rfft(F.pad(x.to(dtype), (padding, 0)), n=n).reshape(batch, groups, per_group, -1)
+        wf = torch.fft.rfft(weight.to(dtype), n=n).reshape(groups, out_channels // groups, per_group, -1)
+        yf = torch.einsum("bgif,goif->bgof", xf, wf.conj()).reshape(batch, out_channels, -1)
+        y = torch.fft.irfft(yf, n=n)[..., :steps]
+        y = y if bias is None else y + bias.to(dtype)[None, :, None]
+    return y.to(out_dtype)
+
+
+POS_CONV_METHODS = {"conv": None, "matmul": grouped_conv1d_as_matmul, "fft": grouped_conv1d_via_fft}
+
+
+def fast_positional_conv(encoder: nn.Module, method: str = "matmul") -> None:
+    """On CUDA, run HuBERT's positional convolution by `method` (a POS_CONV_METHODS key; "conv" is
+    cuDNN's). The CPU keeps conv1d, fast there at the tiny model's kernel of 16. Parameters and
+    state-dict keys stay the conv's own."""
+    if method not in POS_CONV_METHODS:
+        raise ValueError(f"positional conv method {method!r}: choose from {', '.join(POS_CONV_METHODS)}")
     conv = encoder.encoder.pos_conv_embed.conv
     conv.forward = types.MethodType(_positional_conv_forward, conv)
-    conv.as_matmul = enabled
+    conv.fast_method = POS_CONV_METHODS[method]
 
 
 def _positional_conv_forward(conv: nn.Conv1d, x: torch.Tensor) -> torch.Tensor:
-    if x.is_cuda and conv.as_matmul:
-        return grouped_conv1d_as_matmul(x, conv.weight, conv.bias, conv.padding[0], conv.groups)
+    if x.is_cuda and conv.fast_method is not None:
+        return conv.fast_method(x, conv.weight, conv.bias, conv.padding[0], conv.groups)
     return conv._conv_forward(x, conv.weight, conv.bias)
 
 
@@ -202,7 +239,7 @@ def build_ser_model(path: str, cfg: SERConfig, num_labels: int) -> tuple[SERClas
                "layerdrop": encoder.config.layerdrop}
     if cfg.freeze_feature_encoder:
         freeze_feature_encoder(encoder)
-    matmul_positional_conv(encoder)
+    fast_positional_conv(encoder)
     return SERClassifier(encoder, cfg.pooling, num_labels, cfg.head_dropout), variant
 
 
