@@ -31,7 +31,8 @@ def write_report(out_dir: Path, table: pd.DataFrame, device: torch.device, full:
                                                "grid_estimate": estimate, "decode": decode,
                                                "startup": startup, "posconv": posconv})
     md = table.to_markdown(index=False, floatfmt=".3g") if len(table) else "(no training paths timed)"
-    text = f"### hw5 bench ({meta['models']} models on {name}, {meta['threads']} threads)\n\n{md}\n"
+    models = f"{meta['models']} models on " if len(table) else ""    # --decode/--startup/--posconv alone
+    text = f"### hw5 bench ({models}{name}, {meta['threads']} threads)\n\n{md}\n"
     if estimate:
         text += "\n" + estimate["markdown"] + "\n"
     if decode:

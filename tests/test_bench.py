@@ -3,11 +3,13 @@ from __future__ import annotations
 
 import json
 
+import pandas as pd
 import pytest
 import torch
 
 from hw5.__main__ import main
 from hw5.bench import PATHS, can_compile, plan, warmup_steps
+from hw5.bench_report import write_report
 from hw5.bench_work import ser_workload
 
 
@@ -148,3 +150,7 @@ def test_posconv_bench_times_each_method_and_shows_they_compute_the_same_conv(tm
         assert (row["vs_conv"] == 1.0) == (row["method"] == "conv")
     table = posconv_markdown(rows, "cpu")
     assert table.count("\n| ") == 1 + len(rows) and "| 2 x 40 | fft | fp32 |" in table
+    write_report(tmp_path, pd.DataFrame(), torch.device("cpu"), False, None, None, posconv=rows)
+    md = (tmp_path / "bench.md").read_text()
+    assert md.startswith("### hw5 bench (cpu, ") and table in md   # no model size: no training paths ran
+    assert json.loads((tmp_path / "bench.json").read_text())["posconv"] == rows
