@@ -4,7 +4,8 @@
 #    project+graphs / ceiling+graphs, and the rows the grid estimate needs (x2, eval, random, fixed);
 #    SER's positional conv through rfft (the *-fft-pos rows and --posconv: decide its CUDA method);
 # 2) parity: tiny smoke runs of jobs/cuda_graphs_check.yaml with and without cuda_graphs, side by side;
-# 3) a run's host start-up on this node. Every result lands flat in OUT_DIR (default results/gpu-check).
+# 3) the CUDA-only tests (graphed NLI and SER steps vs eager ones), when pytest is installed;
+# 4) a run's host start-up on this node. Every result lands flat in OUT_DIR (default results/gpu-check).
 # Sizes shrink for a CPU dry run: HW5_CHECK_BENCH="--tiny --nli-pairs 64 --ser-clips 16".
 #SBATCH --job-name=hw5-gpu-check
 #SBATCH --gpus=1
@@ -40,6 +41,10 @@ for name, m in runs.items():
     print(f"{name:10s} train losses {losses}  test acc {m['test']['accuracy']:.4f} loss {m['test']['loss']:.6f}  "
           f"{t['units_per_s']:.0f} {t['unit']}/s  graphs {t.get('cuda_graphs')}")
 PY
+if "$PYTHON" -c "import pytest" 2>/dev/null; then     # the CUDA-only tests: graphs replay like eager steps
+  timeout 120 "$PYTHON" -m pytest -q -p no:cacheprovider tests/test_graphs.py -k on_cuda 2>&1 | tail -15 \
+    | tee "$OUT_DIR/pytest.txt"
+fi
 timeout 90 "$PYTHON" -m hw5 bench --tasks '' --startup 3000 --results "$OUT_DIR/s" 2>&1 | tail -3
 cp "$OUT_DIR/s/bench/bench.json" "$OUT_DIR/startup.json" 2>/dev/null
 exit 0

@@ -1,7 +1,7 @@
 """`cuda_graphs`: what can be checked without a GPU — the step body against the eager loop, the
 warm-up's snapshot/restore, tensor learning rates the scheduler fills in place, few batch shapes
 (width_step), LayerDrop off, and the config errors. The capture itself runs only on CUDA
-(`hw5 bench --ablations`, project+graphs) and in the CUDA-only test at the end of this file."""
+(`hw5 bench --ablations`, project+graphs) and in the CUDA-only tests at the end of this file."""
 from __future__ import annotations
 
 import pytest
@@ -179,5 +179,47 @@ def test_on_cuda_replayed_graphs_train_like_eager_steps():
     assert eager_stats["eager_steps"] == len(widths) and eager_stats["graphs"] == 0
     assert stats == {"graphs": 3, "replays": len(widths), "eager_steps": 0, "failure": None}
     # a lost, repeated or stale step moves weights by ~lr = 1e-3
+    assert max((a - b).abs().max().item() for a, b in zip(eager_w, weights)) < 1e-4
+    assert loss == pytest.approx(eager_loss, rel=1e-3) and correct == eager_correct
+
+
+def _ser_steps_end(device: torch.device, capture: bool, method: str, frames=(20, 40, 20, 60, 40, 60)):
+    """Trains a tiny HuBERT + mean pooling on CNN features for batches `frames` wide, with the
+    positional conv by `method`; returns (stats, weights, loss sum, correct)."""
+    from transformers import HubertConfig, HubertModel
+    from hw5.models.ser import SERClassifier, fast_positional_conv, freeze_feature_encoder
+    from hw5.models.tiny import TINY_HUBERT
+    torch.manual_seed(0)
+    cfg = HubertConfig(**{**TINY_HUBERT, "hidden_dropout": 0.0, "attention_dropout": 0.0, "activation_dropout": 0.0,
+                          "feat_proj_dropout": 0.0, "layerdrop": 0.0, "mask_time_prob": 0.0})
+    encoder = HubertModel(cfg)
+    freeze_feature_encoder(encoder)
+    fast_positional_conv(encoder, method)
+    model = SERClassifier(encoder, "mean", 6, 0.0).to(device).train()
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-3, fused=device.type == "cuda")
+    graphs = StepGraphs(model, opt, device, "auto", max_grad_norm=1.0)
+    graphs.capture = capture
+    g = torch.Generator().manual_seed(1)
+    for width in frames:
+        lengths = torch.randint(width // 2, width + 1, (8,), generator=g)
+        inputs = {"features": torch.randn(8, width, cfg.conv_dim[-1], generator=g),
+                  "frame_mask": (torch.arange(width)[None] < lengths[:, None]).long()}
+        graphs.step({k: v.to(device) for k, v in inputs.items()}, torch.randint(0, 6, (8,), generator=g).to(device))
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    return (graphs.stats(), [p.detach().float().cpu() for p in model.parameters()], graphs.loss_sum.item(),
+            graphs.correct.item())
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="captures CUDA graphs: needs a GPU")
+@pytest.mark.parametrize("method", ["matmul", "fft"])
+def test_on_cuda_graphed_ser_steps_with_each_positional_conv_train_like_eager_steps(method):
+    """SER's step on cached features, with the positional conv as a bmm or through cuFFT (plans made
+    by the warm-up, executed inside the graph), replayed as three shapes alternate, ends where eager
+    steps end (dropout and SpecAugment off: neither path draws random numbers)."""
+    device = torch.device("cuda")
+    (eager_stats, eager_w, eager_loss, eager_correct), (stats, weights, loss, correct) = (
+        _ser_steps_end(device, capture, method) for capture in (False, True))
+    assert eager_stats["eager_steps"] == 6 and stats == {"graphs": 3, "replays": 6, "eager_steps": 0, "failure": None}
     assert max((a - b).abs().max().item() for a, b in zip(eager_w, weights)) < 1e-4
     assert loss == pytest.approx(eager_loss, rel=1e-3) and correct == eager_correct
