@@ -197,7 +197,7 @@ def grouped_conv1d_via_fft(x: torch.Tensor, weight: torch.Tensor, bias: torch.Te
     (and kernel taps beyond it, cut by the transform, would only ever meet padding)."""
     out_dtype = torch.get_autocast_dtype(x.device.type) if torch.is_autocast_enabled(x.device.type) else x.dtype
     dtype = torch.promote_types(x.dtype, torch.float32)
-    batch, channels, steps_in = x.shape
+    batch, _, steps_in = x.shape
     out_channels, per_group, kernel = weight.shape
     steps = steps_in + 2 * padding - kernel + 1
     n = fft_length(max(steps_in + padding, steps))
@@ -215,8 +215,9 @@ POS_CONV_METHODS = {"conv": None, "matmul": grouped_conv1d_as_matmul, "fft": gro
 
 def fast_positional_conv(encoder: nn.Module, method: str = "matmul") -> None:
     """On CUDA, run HuBERT's positional convolution by `method` (a POS_CONV_METHODS key; "conv" is
-    cuDNN's). The CPU keeps conv1d, fast there at the tiny model's kernel of 16. Parameters and
-    state-dict keys stay the conv's own."""
+    cuDNN's). The CPU keeps conv1d: the study's CPU runs use the tiny model (kernel 16); at
+    hubert-base's shapes the rfft measured 2.6-6x conv1d there (README). Parameters and state-dict
+    keys stay the conv's own."""
     if method not in POS_CONV_METHODS:
         raise ValueError(f"positional conv method {method!r}: choose from {', '.join(POS_CONV_METHODS)}")
     conv = encoder.encoder.pos_conv_embed.conv
