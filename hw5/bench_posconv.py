@@ -12,9 +12,9 @@ import time
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
+from hw5.bench import _reset_peak, _sync
 from hw5.models.ser import POS_CONV_METHODS
 from hw5.train import autocast
 
@@ -55,16 +55,14 @@ def time_method(conv: nn.Conv1d, x: torch.Tensor, reference: torch.Tensor, metho
         x.grad = None
         conv.zero_grad(set_to_none=True)
         with autocast(device, precision):
-            y = (fast(x, conv.weight, conv.bias, conv.padding[0], conv.groups) if fast is not None
-                 else F.conv1d(x, conv.weight, conv.bias, padding=conv.padding[0], groups=conv.groups))
+            y = conv(x) if fast is None else fast(x, conv.weight, conv.bias, conv.padding[0], conv.groups)
         y.float().square().mean().backward()
         return y.detach()
     y = forward_backward()
     error = float((y.float() - reference).abs().max() / reference.abs().max())
     _sync(device)
+    _reset_peak(device)
     before = torch.cuda.memory_allocated(device) if device.type == "cuda" else 0
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(device)
     seconds = []
     for _ in range(repeat):
         started = time.perf_counter()
@@ -75,11 +73,6 @@ def time_method(conv: nn.Conv1d, x: torch.Tensor, reference: torch.Tensor, metho
     return {"method": method, "precision": precision, "clips": x.shape[0], "frames": x.shape[2],
             "ms": 1000 * float(np.median(seconds)), "peak_mb": None if peak is None else round(peak),
             "max_error": error}
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 def posconv_markdown(rows: list[dict], device_name: str) -> str:

@@ -153,39 +153,61 @@ def _bert_batches(widths: tuple[int, ...], batch: int = 8, vocab: int = 500):
                torch.randint(0, 3, (batch,), generator=g))
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="captures CUDA graphs: needs a GPU")
-def test_on_cuda_replayed_graphs_train_like_eager_steps():
-    """One graph per batch shape, replayed as shapes alternate, ends where the same steps run eagerly
-    end: weights, running loss and accuracy (bf16 autocast, fused capturable AdamW, clipping; dropout
-    off, so neither path draws random numbers)."""
-    from transformers import BertConfig, BertModel
-    from hw5.models.nli import NLIClassifier
-    device, widths = torch.device("cuda"), (16, 32, 16, 48, 32, 16, 48, 48)
-    ends = []
-    for capture in (False, True):
-        torch.manual_seed(0)
-        cfg = BertConfig(vocab_size=500, hidden_size=64, num_hidden_layers=2, num_attention_heads=4,
-                         intermediate_size=128, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
-        model = NLIClassifier(BertModel(cfg, add_pooling_layer=False), 3, 0.0).to(device).train()
-        opt = torch.optim.AdamW(model.parameters(), lr=1e-3, fused=True)
-        graphs = StepGraphs(model, opt, device, "auto", max_grad_norm=1.0)
-        graphs.capture = capture                 # the same graph-safe optimizer either way
-        for inputs, labels in _bert_batches(widths):
-            graphs.step({k: v.to(device) for k, v in inputs.items()}, labels.to(device))
+def _steps_end(model: nn.Module, batches, device: torch.device, capture: bool):
+    """Trains `model` one step per (inputs, labels) through StepGraphs, captured or eager (the same
+    graph-safe optimizer either way); returns (stats, weights, loss sum, correct)."""
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-3,
+                            fused=device.type == "cuda")
+    graphs = StepGraphs(model, opt, device, "auto", max_grad_norm=1.0)
+    graphs.capture = capture
+    for inputs, labels in batches:
+        graphs.step({k: v.to(device) for k, v in inputs.items()}, labels.to(device))
+    if device.type == "cuda":
         torch.cuda.synchronize()
-        ends.append((graphs.stats(), [p.detach().float().cpu() for p in model.parameters()],
-                     graphs.loss_sum.item(), graphs.correct.item()))
-    (eager_stats, eager_w, eager_loss, eager_correct), (stats, weights, loss, correct) = ends
-    assert eager_stats["eager_steps"] == len(widths) and eager_stats["graphs"] == 0
-    assert stats == {"graphs": 3, "replays": len(widths), "eager_steps": 0, "failure": None}
+    return (graphs.stats(), [p.detach().float().cpu() for p in model.parameters()], graphs.loss_sum.item(),
+            graphs.correct.item())
+
+
+def _assert_graphs_replayed_like_eager_steps(eager_end, graphed_end, steps: int, shapes: int) -> None:
+    (eager_stats, eager_w, eager_loss, eager_correct), (stats, weights, loss, correct) = eager_end, graphed_end
+    assert eager_stats["eager_steps"] == steps and eager_stats["graphs"] == 0
+    assert stats == {"graphs": shapes, "replays": steps, "eager_steps": 0, "failure": None}
     # a lost, repeated or stale step moves weights by ~lr = 1e-3
     assert max((a - b).abs().max().item() for a, b in zip(eager_w, weights)) < 1e-4
     assert loss == pytest.approx(eager_loss, rel=1e-3) and correct == eager_correct
 
 
+def _bert_steps_end(device: torch.device, capture: bool, widths=(16, 32, 16, 48, 32, 16, 48, 48)):
+    from transformers import BertConfig, BertModel
+    from hw5.models.nli import NLIClassifier
+    torch.manual_seed(0)
+    cfg = BertConfig(vocab_size=500, hidden_size=64, num_hidden_layers=2, num_attention_heads=4,
+                     intermediate_size=128, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
+    model = NLIClassifier(BertModel(cfg, add_pooling_layer=False), 3, 0.0).to(device).train()
+    return _steps_end(model, _bert_batches(widths), device, capture)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="captures CUDA graphs: needs a GPU")
+def test_on_cuda_replayed_graphs_train_like_eager_steps():
+    """One graph per batch shape, replayed as shapes alternate, ends where the same steps run eagerly
+    end: weights, running loss and accuracy (bf16 autocast, fused capturable AdamW, clipping; dropout
+    off, so neither path draws random numbers)."""
+    device = torch.device("cuda")
+    _assert_graphs_replayed_like_eager_steps(_bert_steps_end(device, False), _bert_steps_end(device, True),
+                                             steps=8, shapes=3)
+
+
+def _ser_batches(frames: tuple[int, ...], conv_dim: int, batch: int = 8):
+    g = torch.Generator().manual_seed(1)
+    for width in frames:
+        lengths = torch.randint(width // 2, width + 1, (batch,), generator=g)
+        yield ({"features": torch.randn(batch, width, conv_dim, generator=g),
+                "frame_mask": (torch.arange(width)[None] < lengths[:, None]).long()},
+               torch.randint(0, 6, (batch,), generator=g))
+
+
 def _ser_steps_end(device: torch.device, capture: bool, method: str, frames=(20, 40, 20, 60, 40, 60)):
-    """Trains a tiny HuBERT + mean pooling on CNN features for batches `frames` wide, with the
-    positional conv by `method`; returns (stats, weights, loss sum, correct)."""
+    """A tiny HuBERT + mean pooling on CNN features, with the positional conv by `method`."""
     from transformers import HubertConfig, HubertModel
     from hw5.models.ser import SERClassifier, fast_positional_conv, freeze_feature_encoder
     from hw5.models.tiny import TINY_HUBERT
@@ -196,19 +218,7 @@ def _ser_steps_end(device: torch.device, capture: bool, method: str, frames=(20,
     freeze_feature_encoder(encoder)
     fast_positional_conv(encoder, method)
     model = SERClassifier(encoder, "mean", 6, 0.0).to(device).train()
-    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-3, fused=device.type == "cuda")
-    graphs = StepGraphs(model, opt, device, "auto", max_grad_norm=1.0)
-    graphs.capture = capture
-    g = torch.Generator().manual_seed(1)
-    for width in frames:
-        lengths = torch.randint(width // 2, width + 1, (8,), generator=g)
-        inputs = {"features": torch.randn(8, width, cfg.conv_dim[-1], generator=g),
-                  "frame_mask": (torch.arange(width)[None] < lengths[:, None]).long()}
-        graphs.step({k: v.to(device) for k, v in inputs.items()}, torch.randint(0, 6, (8,), generator=g).to(device))
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-    return (graphs.stats(), [p.detach().float().cpu() for p in model.parameters()], graphs.loss_sum.item(),
-            graphs.correct.item())
+    return _steps_end(model, _ser_batches(frames, cfg.conv_dim[-1]), device, capture)
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="captures CUDA graphs: needs a GPU")
@@ -218,8 +228,5 @@ def test_on_cuda_graphed_ser_steps_with_each_positional_conv_train_like_eager_st
     by the warm-up, executed inside the graph), replayed as three shapes alternate, ends where eager
     steps end (dropout and SpecAugment off: neither path draws random numbers)."""
     device = torch.device("cuda")
-    (eager_stats, eager_w, eager_loss, eager_correct), (stats, weights, loss, correct) = (
-        _ser_steps_end(device, capture, method) for capture in (False, True))
-    assert eager_stats["eager_steps"] == 6 and stats == {"graphs": 3, "replays": 6, "eager_steps": 0, "failure": None}
-    assert max((a - b).abs().max().item() for a, b in zip(eager_w, weights)) < 1e-4
-    assert loss == pytest.approx(eager_loss, rel=1e-3) and correct == eager_correct
+    _assert_graphs_replayed_like_eager_steps(_ser_steps_end(device, False, method),
+                                             _ser_steps_end(device, True, method), steps=6, shapes=3)
