@@ -344,6 +344,6 @@ def bench(out_dir: Path, tasks=("nli", "ser"), full: bool | None = None, nli_pai
     if posconv:
         from hw5.bench_posconv import posconv_bench
         posconv_rows = posconv_bench(device)
-    estimate = grid_estimate(table, device, startup) if ablations and rows else None
+    estimate = grid_estimate(table, device, startup) if rows else None   # None unless its rows were timed
     write_report(out_dir, table, device, full, estimate, decode, startup, posconv_rows)
     return table
