@@ -5,14 +5,14 @@
   project  hw5's fast path: length-bucketed batches (SER: filled to an audio-seconds budget, on CNN
            features computed once per clip — the CNN is frozen), bf16 autocast + fused AdamW on CUDA,
            no per-step sync, SDPA without cuDNN attention (hw5.train.cuda_kernel_choices), SER's
-           positional conv as one bmm on CUDA (hw5.models.ser.fast_positional_conv)
+           positional conv through rfft on CUDA (hw5.models.ser.fast_positional_conv)
   ceiling  one representative batch shape (batch x mean length) repeated: the fixed-shape bound
 
 `--ablations` adds the project path minus (or plus) one optimization at a time (what each one buys),
 twice the examples per step, the forward-only rate, CUDA graphs (hw5.graphs: one captured step per
-batch shape, widths rounded to 16 tokens / 1 s; CUDA only), SER's positional conv by cuDNN or through
-rfft instead of the bmm (CUDA only; `--posconv` times the conv alone), torch.compile on the fixed-shape
-ceiling, and an estimate of the default grid's device time from these rates.
+batch shape, widths rounded to 16 tokens / 1 s; CUDA only), SER's positional conv by cuDNN or by one
+bmm over unfolded windows instead of the rfft (CUDA only; `--posconv` times the conv alone),
+torch.compile on the fixed-shape ceiling, and an estimate of the default grid's device time from these rates.
 Units are real tokens (NLI) or real audio seconds (SER) per second; padding is not counted as work.
 Random-init models from configs (no hub): tiny ones on CPU (seconds), full-size ones on a GPU.
 """
@@ -57,7 +57,7 @@ class Variant:
     scale: int = 1      # examples (or budget) per step x scale
     graphs: bool = False     # CUDA graph per step shape (hw5.graphs); widths rounded, batch_size batches
     width_step_scale: float = 1.0  # graphs: widths rounded to this x the workload's width_step
-    pos_conv: str = "matmul"  # SER on CUDA: HuBERT's positional conv as "matmul", "fft" or "conv" (cuDNN)
+    pos_conv: str = "fft"     # SER on CUDA: HuBERT's positional conv as "fft", "matmul" or "conv" (cuDNN)
 
 
 NAIVE = Variant("max", "fp32", True, False, False, False, batch="naive", cudnn_attention=True,
@@ -76,7 +76,7 @@ ABLATIONS = {                      # the project path minus (or plus) one optimi
     "project-cudnn-attention": replace(PROJECT, cudnn_attention=True),
     "project+autotune": replace(PROJECT, cudnn_benchmark=True),  # measured: warm-up cost, no gain
     "project-conv-pos": replace(PROJECT, pos_conv="conv"),    # SER: cuDNN's grouped conv
-    "project-fft-pos": replace(PROJECT, pos_conv="fft"),      # SER: the positional conv through rfft
+    "project-matmul-pos": replace(PROJECT, pos_conv="matmul"),  # SER: one bmm over unfolded windows
     "project-x2": replace(PROJECT, scale=2),               # twice the examples (budget) per step
     "project-eval": replace(PROJECT, train=False),
     "project+graphs": replace(PROJECT, graphs=True),         # CUDA only: the cuda_graphs training option
@@ -84,8 +84,7 @@ ABLATIONS = {                      # the project path minus (or plus) one optimi
     "project+graphs-quarter-step": replace(PROJECT, graphs=True, width_step_scale=0.25),
     "ceiling+graphs": replace(PATHS["ceiling"], graphs=True),  # CUDA only: one shape, one graph: GPU-bound
     "project+graphs-conv-pos": replace(PROJECT, graphs=True, pos_conv="conv"),   # SER, CUDA only
-    "project+graphs-fft-pos": replace(PROJECT, graphs=True, pos_conv="fft"),     # SER, CUDA only
-    "ceiling+graphs-fft-pos": replace(PATHS["ceiling"], graphs=True, pos_conv="fft"),  # the bound with it
+    "project+graphs-matmul-pos": replace(PROJECT, graphs=True, pos_conv="matmul"),  # SER, CUDA only
     # last: compiling changes the model in place. Bucketed shapes recompile (measured: slower), so
     # compile is timed where shapes allow it: the fixed-shape ceiling.
     "ceiling-compiled": replace(PATHS["ceiling"], compiled=True),

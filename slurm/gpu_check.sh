@@ -2,7 +2,7 @@
 # The short GPU check of the CUDA-graphs path:   sbatch slurm/gpu_check.sh [OUT_DIR]   (repository root)
 # 1) bench rows that decide cuda_graphs (full-size random-init models): naive / project / ceiling,
 #    project+graphs / ceiling+graphs, and the rows the grid estimate needs (x2, eval, random, fixed);
-#    SER's positional conv through rfft (the *-fft-pos rows and --posconv: decide its CUDA method);
+#    SER's positional conv by cuDNN, the bmm and rfft (the *-matmul-pos rows and --posconv);
 #    a run's host start-up on this node, so the grid estimate in bench.md includes it;
 # 2) the CUDA-only tests (graphed NLI and SER steps vs eager ones), when pytest is installed;
 # 3) parity: tiny smoke runs of jobs/cuda_graphs_check.yaml with and without cuda_graphs, side by side.
@@ -20,13 +20,13 @@ OUT_DIR=${1:-results/gpu-check}
 SIZES=${HW5_CHECK_BENCH:---nli-pairs 1000 --ser-clips 400}
 STARTUP=${HW5_CHECK_STARTUP:-3000}   # clips of the synthetic corpus whose start-up the grid estimate adds
 POSCONV=${HW5_CHECK_POSCONV---posconv}     # the positional conv alone by each method (set empty to skip)
-FFT_ROWS=project-fft-pos,project+graphs-fft-pos,ceiling+graphs-fft-pos   # SER: decide conv method "fft"
+POS_ROWS=project-matmul-pos,project+graphs-matmul-pos   # SER: the bmm against the default rfft
 export PYTHONUNBUFFERED=1
 mkdir -p "$OUT_DIR"
 "$PYTHON" -c "import torch, transformers; print('torch', torch.__version__, 'transformers', transformers.__version__,
       torch.cuda.get_device_name() if torch.cuda.is_available() else 'cpu')"
 timeout 480 "$PYTHON" -m hw5 bench $SIZES --repeat 3 --results "$OUT_DIR/b" $POSCONV --startup $STARTUP \
-  --paths project-random,project-fixed,project-x2,project-eval,project+graphs,project+graphs-half-step,ceiling+graphs,$FFT_ROWS 2>&1 | tee "$OUT_DIR/bench.log"
+  --paths project-random,project-fixed,project-x2,project-eval,project+graphs,project+graphs-half-step,ceiling+graphs,$POS_ROWS 2>&1 | tee "$OUT_DIR/bench.log"
 cp "$OUT_DIR"/b/bench/bench.{json,md} "$OUT_DIR"/ 2>/dev/null
 if "$PYTHON" -c "import pytest" 2>/dev/null; then     # the CUDA-only tests: graphs replay like eager steps
   timeout 120 "$PYTHON" -m pytest -q -p no:cacheprovider tests/test_graphs.py -k on_cuda 2>&1 | tail -15 \

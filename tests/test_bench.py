@@ -46,7 +46,7 @@ def test_ablations_name_what_each_optimization_buys_and_estimate_the_grid(tmp_pa
             "project-eval"} <= paths
     assert ("ceiling-compiled" in paths) == can_compile(torch.device("cpu"))
     assert "project+graphs" not in paths and "ceiling+graphs" not in paths    # CUDA graphs: GPU only
-    assert not {"project-conv-pos", "project-fft-pos"} & paths   # positional conv methods: CUDA only
+    assert not {"project-conv-pos", "project-matmul-pos"} & paths   # positional conv methods: CUDA only
     rows = table.set_index("path")
     assert rows.loc["project-random", "padding_share"] > rows.loc["project", "padding_share"]
     assert rows.loc["project-x2", "steps"] < rows.loc["project", "steps"]        # fuller steps

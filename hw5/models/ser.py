@@ -11,9 +11,10 @@ CNN normalizes over the padded length, so zero padding changes the features of t
 HuBERT's positional embedding is a grouped convolution (768 channels, 16 groups, kernel 128) that
 cuDNN runs with its slowest kernel in bf16 (implicit_convolve_sgemm, one launch per group: 53% of an
 SER step's GPU time on an H100, docs/bench/h100-run2-profile_ser.txt). `fast_positional_conv` runs
-it on CUDA as one batched matrix product over unfolded windows ("matmul", measured: 3.6x cuDNN on an
-H200) or as a product of Fourier transforms ("fft": kernel 128 is most of a clip's 200-400 frames, so
-the transform is cheaper than the windows; measured on CPU so far): the same function of the same weights.
+it on CUDA as a product of Fourier transforms ("fft", the default: kernel 128 is most of a clip's 200-400
+frames, so the transform is cheaper than the windows; measured on an H100: 5.7x cuDNN, 1.7x "matmul", and
+graphed SER steps 1.17x) or as one batched matrix product over unfolded windows ("matmul": 3.3x cuDNN,
+memory-bound): the same function of the same weights.
 """
 from __future__ import annotations
 
@@ -213,7 +214,7 @@ def grouped_conv1d_via_fft(x: torch.Tensor, weight: torch.Tensor, bias: torch.Te
 POS_CONV_METHODS = {"conv": None, "matmul": grouped_conv1d_as_matmul, "fft": grouped_conv1d_via_fft}
 
 
-def fast_positional_conv(encoder: nn.Module, method: str = "matmul") -> None:
+def fast_positional_conv(encoder: nn.Module, method: str = "fft") -> None:
     """On CUDA, run HuBERT's positional convolution by `method` (a POS_CONV_METHODS key; "conv" is
     cuDNN's). The CPU keeps conv1d: the study's CPU runs use the tiny model (kernel 16); at
     hubert-base's shapes the rfft measured 2.6-6x conv1d there (README). Parameters and state-dict
