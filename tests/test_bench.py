@@ -27,6 +27,16 @@ def test_bench_writes_json_and_markdown_with_ratios(tmp_path, capsys):
     assert rows[("ser", "project")]["prep_seconds"] > 0            # CNN features computed once
     assert "| ser    | project |" in (tmp_path / "bench" / "bench.md").read_text()
     assert report["models"] == "tiny" and report["provenance"]["versions"]["torch"]
+    assert report["grid_estimate"] is None                # its forward-only and batching rows not timed
+
+
+def test_paths_naming_the_rows_the_grid_needs_also_estimate_the_grid(tmp_path):
+    assert main(["bench", "--tiny", "--nli-pairs", "32", "--ser-clips", "12", "--results", str(tmp_path),
+                 "--paths", "project-random,project-fixed,project-eval", "--data-dir", str(tmp_path / "x")]) == 0
+    report = json.loads((tmp_path / "bench" / "bench.json").read_text())
+    estimate = report["grid_estimate"]
+    assert len(estimate["seconds_per_run"]) == 10 and estimate["hours"] > 0
+    assert "Estimated time of the default grid" in (tmp_path / "bench" / "bench.md").read_text()
 
 
 def test_plans_cover_every_example_and_the_ceiling_has_one_shape():
