@@ -52,10 +52,11 @@ def autocast(device: torch.device, precision: str, cache: bool = True):
 
 
 def cuda_kernel_choices(cudnn_attention: bool = False, cudnn_benchmark: bool = False) -> None:
-    """Kernel choices `hw5 bench` measured on an H100 (README, performance): cuDNN's attention builds
-    an execution plan for every new (batch, length) shape (warm-up 7-20 s per epoch-sized pass vs 2 s,
-    same steady rate), so SDPA uses its flash / memory-efficient kernels; cuDNN autotuning of
-    convolutions costs ~10 s of warm-up per SER pass and bought nothing, so it stays off."""
+    """Kernel choices `hw5 bench` measured on an H100 (docs/performance-history.md): cuDNN's attention
+    builds an execution plan for every new (batch, length) shape (warm-up 7-20 s per epoch-sized
+    pass vs 2 s, same steady rate), so SDPA uses its flash / memory-efficient kernels; cuDNN
+    autotuning of convolutions costs ~10 s of warm-up per SER pass and bought nothing, so it stays
+    off."""
     torch.backends.cuda.enable_cudnn_sdp(cudnn_attention)
     torch.backends.cudnn.benchmark = cudnn_benchmark
 

@@ -217,8 +217,8 @@ POS_CONV_METHODS = {"conv": None, "matmul": grouped_conv1d_as_matmul, "fft": gro
 def fast_positional_conv(encoder: nn.Module, method: str = "fft") -> None:
     """On CUDA, run HuBERT's positional convolution by `method` (a POS_CONV_METHODS key; "conv" is
     cuDNN's). The CPU keeps conv1d: the study's CPU runs use the tiny model (kernel 16); at
-    hubert-base's shapes the rfft measured 2.6-6x conv1d there (README). Parameters and state-dict
-    keys stay the conv's own."""
+    hubert-base's shapes the rfft measured 2.6-6x conv1d there (docs/performance-history.md).
+    Parameters and state-dict keys stay the conv's own."""
     if method not in POS_CONV_METHODS:
         raise ValueError(f"positional conv method {method!r}: choose from {', '.join(POS_CONV_METHODS)}")
     conv = encoder.encoder.pos_conv_embed.conv
