@@ -19,7 +19,7 @@ demo: venv
 	$(BIN)/python jobs/launch.py --all --smoke --cluster local
 	$(BIN)/python -m hw5 stats nli --smoke
 	$(BIN)/python -m hw5 stats ser --smoke
-	$(BIN)/python aggregate.py
+	$(BIN)/python aggregate.py --smoke
 
 test: venv
 	$(BIN)/python -m pytest -q

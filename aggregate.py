@@ -1,12 +1,15 @@
 #!/usr/bin/env python
 """Turn every results/<exp>/seed-<n>/metrics.json into the study's tables, plots and report.
 
-Reads JSON only (no torch, no hw5 import), so it runs anywhere in seconds:
+Reads JSON and the experiments file only (no torch), so it runs anywhere in seconds. Every seed is
+judged against the current experiments file by the run contract (hw5/contract.py), as `hw5 run` and
+the launcher judge it: stale seeds are listed, never averaged with current ones.
 
     python aggregate.py                              # results/ + jobs/experiments.yaml
+    python aggregate.py --smoke                      # the smoke tree, results/smoke/ (make demo)
     python aggregate.py --results DIR --seeds 0,1,2  # another folder, only these seeds
 
-Writes (atomically) under the results folder: tables/*.md|csv, plots/*.png, report.md, report.ipynb.
+Writes (atomically) under the results tree: tables/*.md|csv, plots/*.png, report.md, report.ipynb.
 Exit status: 0 all inputs read (missing or partial runs are listed, not errors); 1 some metrics.json
 was corrupt (named, skipped, everything else written); 2 nothing written (results folder or
 experiments file unusable).
@@ -18,6 +21,7 @@ import os
 import sys
 from pathlib import Path
 
+from hw5.contract import results_tree
 from hw5_report import sections
 from hw5_report.document import Markdown, render_markdown, render_notebook
 from hw5_report.files import write_text_atomic
@@ -46,6 +50,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                              "else jobs/experiments.yaml when it exists, else the runs found)")
     parser.add_argument("--seeds", type=parse_seeds, default=None, metavar="0,1,2",
                         help="expected seeds; others are ignored (default: the grid file's 'seeds')")
+    parser.add_argument("--smoke", action="store_true",
+                        help="the smoke runs: read and write <results>/smoke/ and judge them by the smoke configs")
+    parser.add_argument("--data-dir", type=Path, default=Path(os.environ.get("HW5_DATA_DIR") or "data"),
+                        metavar="DIR", help="datasets, to compare each run's data fingerprint (default: "
+                                            "$HW5_DATA_DIR or data; absent: runs are judged by config only)")
     return parser.parse_args(argv)
 
 
@@ -86,7 +95,7 @@ def report_problems(collection: Collection) -> int:
               f"{run.experiment} seed {run.seed})", file=sys.stderr)
     for run in collection.with_status("stale"):
         print(f"aggregate: excluded stale {run.path}: {run.problem} (rerun it: python jobs/launch.py "
-              "--force)", file=sys.stderr)
+              f"--only {run.experiment} --seeds {run.seed} --force)", file=sys.stderr)
     return len(corrupt)
 
 
@@ -95,20 +104,22 @@ def main(argv: list[str] | None = None) -> int:
     chosen = args.experiments or os.environ.get("HW5_EXPERIMENTS")  # the same override hw5 honours
     grid_path = Path(chosen or DEFAULT_EXPERIMENTS)
     try:
-        collection = collect(args.results, grid_path, grid_explicit=bool(chosen), seeds=args.seeds)
+        collection = collect(args.results, grid_path, grid_explicit=bool(chosen), seeds=args.seeds,
+                             smoke=args.smoke, data_dir=args.data_dir)
     except AggregateError as exc:
         print(f"aggregate: {exc}", file=sys.stderr)
         return 2
-    outputs = sections.Outputs(results=args.results)
+    tree = results_tree(args.results, args.smoke)
+    outputs = sections.Outputs(results=tree)
     blocks = build_blocks(collection, outputs)
     remove_old_plots(outputs)
-    write_text_atomic(args.results / "report.md", render_markdown(blocks, args.results))
-    write_text_atomic(args.results / "report.ipynb", render_notebook(blocks, args.results))
+    write_text_atomic(tree / "report.md", render_markdown(blocks, tree))
+    write_text_atomic(tree / "report.ipynb", render_notebook(blocks, tree))
     corrupt = report_problems(collection)
     counts = {s: len(collection.with_status(s)) for s in ("done", "missing", "partial", "stale", "corrupt")}
     expected = len(collection.grid.tasks) * len(collection.grid.seeds)
     print(f"aggregate: {counts['done']}/{expected} runs used; " + ", ".join(
-        f"{n} {s}" for s, n in counts.items() if s != "done") + f" -> {args.results / 'report.md'}")
+        f"{n} {s}" for s, n in counts.items() if s != "done") + f" -> {tree / 'report.md'}")
     return 1 if corrupt else 0
 
 

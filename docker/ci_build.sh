@@ -139,8 +139,8 @@ smoke_run() {
         -v "$OUT/cache:/cache:$cache_mode" -v "$DATA:/data:ro" "$@" "$IMG" run "$exp" --seed 0 --smoke \
         >"$OUT/$name.log" 2>&1 || { tail -n 30 "$OUT/$name.log" >&2; die "smoke run $name failed (log: $OUT/$name.log)"; }
     TIMES[${name}_s]=$(since "$s")
-    [ -f "$results/$exp/seed-0/metrics.json" ] || die "smoke run $name wrote no $results/$exp/seed-0/metrics.json"
-    lap "smoke run $name: $exp -> ${results#"$OUT"/}/$exp/seed-0/metrics.json"
+    [ -f "$results/smoke/$exp/seed-0/metrics.json" ] || die "smoke run $name wrote no $results/smoke/$exp/seed-0/metrics.json"
+    lap "smoke run $name: $exp -> ${results#"$OUT"/}/smoke/$exp/seed-0/metrics.json"
 }
 
 run_checks() {

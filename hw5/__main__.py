@@ -1,6 +1,6 @@
 """hw5 command line: run / stats / prepare.
 
-  python -m hw5 run nli-full --seed 0 --smoke      one experiment, one seed -> results/nli-full/seed-0/
+  python -m hw5 run nli-full --seed 0 --smoke      one experiment, one seed -> results/smoke/nli-full/seed-0/
   python -m hw5 stats nli                          dataset statistics -> results/stats/
   python -m hw5 prepare nli                        download FarsTail (or say where to put it)
   python -m hw5 bench                              naive vs project vs fixed-shape training speed
@@ -16,8 +16,8 @@ from pathlib import Path
 
 def _user_errors() -> tuple[type[BaseException], ...]:
     from hw5.config import ConfigError
-    from hw5.errors import DataError
-    return ConfigError, DataError
+    from hw5.errors import DataError, RunRefused
+    return ConfigError, DataError, RunRefused
 
 
 def parser() -> argparse.ArgumentParser:
@@ -31,15 +31,19 @@ def parser() -> argparse.ArgumentParser:
     common.add_argument("--smoke", action="store_true", help="tiny models, small data: runs on a laptop CPU")
 
     run = sub.add_parser("run", parents=[common], help="train + evaluate one experiment for one seed",
-                         description="Train and evaluate one experiment; writes results/<exp>/seed-<n>/metrics.json last.")
+                         description="Train and evaluate one experiment; writes results/<exp>/seed-<n>/metrics.json last "
+                                     "(results/smoke/<exp>/seed-<n>/ with --smoke).")
     run.add_argument("experiment", help="a name from jobs/experiments.yaml, e.g. nli-full")
     run.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
-    run.add_argument("--force", action="store_true", help="re-run even when metrics.json with this config exists")
+    run.add_argument("--force", action="store_true",
+                     help="retrain from scratch even when a result exists (done, stale or corrupt); "
+                          "without it a stale result is refused")
     run.add_argument("--checkpoint-dir", help="checkpoint folder (default: $HW5_CHECKPOINT_DIR or checkpoints/<exp>/seed-<n>)")
     run.add_argument("--keep-checkpoints", action="store_true", help="keep the checkpoint after success")
 
     stats = sub.add_parser("stats", parents=[common], help="dataset statistics tables and plots",
-                           description="Write dataset statistics (Markdown, CSV, PNG) under <results>/stats/.")
+                           description="Write dataset statistics (Markdown, CSV, PNG) under <results>/stats/ "
+                                       "(<results>/smoke/stats/ with --smoke).")
     stats.add_argument("task", choices=["nli", "ser"])
 
     prep = sub.add_parser("prepare", parents=[common], help="download / unpack a dataset into the data dir",
@@ -99,8 +103,9 @@ def cmd_run(args) -> int:
 
 
 def cmd_stats(args) -> int:
+    from hw5.contract import results_tree
     from hw5.io import data_dir
-    out = Path(args.results) / "stats"
+    out = results_tree(args.results, args.smoke) / "stats"    # smoke statistics beside the smoke runs
     if args.task == "nli":
         from hw5.stats import nli_stats
         written = nli_stats(data_dir(args.data_dir), out, smoke=args.smoke, config_path=args.experiments)

@@ -52,8 +52,7 @@ class TrainConfig:
     width_step: float = 0.0        # >0: round each batch's padded width up to a multiple of this many tokens
                                    # (NLI) / audio-seconds (SER): a few distinct batch shapes (cuda_graphs)
     cuda_graphs: bool = False      # CUDA: replay each training step shape as one captured CUDA graph
-                                   # (hw5/graphs.py); needs width_step, no batch_budget; eager on CPU.
-                                   # Off until `hw5 bench` (project+graphs) has measured it on a GPU
+                                   # (hw5/graphs.py); needs width_step, no batch_budget; eager on CPU
     log_every: int = 50            # steps between progress lines
     checkpoint_every: int = 0      # steps between periodic checkpoints (0 = only at epoch ends / USR2)
 
@@ -184,6 +183,15 @@ def _resolve(grid: GridSpec, name: str, smoke: bool) -> TrainConfig:
     for where, layer in layers:
         values.update(_typed(grid.path, where, cls, layer))
     return _validated(grid.path, name, cls(**values))
+
+
+def config_from_dict(values: dict, where: str = "submitted config") -> TrainConfig:
+    """A config written out by config_dict (a job's frozen config), checked like one from the YAML."""
+    task = values.get("task") if isinstance(values, dict) else None
+    if task not in TASKS:
+        raise ConfigError(f"{where}: needs 'task: nli' or 'task: ser'")
+    cls = TASKS[task]
+    return _validated(Path(where), task, cls(**_typed(Path(where), "config", cls, values)))
 
 
 def _check_keys(path: Path, where: str, layer: dict, allowed: set[str]) -> None:

@@ -4,3 +4,7 @@ as one line and exits 2 instead of showing a traceback."""
 
 class DataError(ValueError):
     """A dataset problem: missing, corrupt or malformed input."""
+
+
+class RunRefused(ValueError):
+    """A run that will not start as asked: a stale result without --force, no GPU where one was asked."""

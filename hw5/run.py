@@ -1,19 +1,22 @@
 """One run: seed -> data -> model -> variant -> train -> test -> metrics.json (atomically, last).
 
-`run(cfg, seed, out_dir)` knows nothing about the grid; `run_experiment(name, seed)` resolves a named
-experiment from jobs/experiments.yaml and calls it.
+`run(cfg, seed, out_dir)` knows nothing about the grid. `run_experiment(name, seed)` resolves a named
+experiment from jobs/experiments.yaml (`hw5 run`); `run_submitted(config, ...)` runs the config a job
+carries. Both go through `run_config`, which judges the result on disk with hw5.contract first.
 """
 from __future__ import annotations
 
-import json
 import os
+import socket
 import time
 from pathlib import Path
 
 import torch
 
+from hw5 import contract
 from hw5.checkpoint import Checkpointer
-from hw5.config import TrainConfig, config_dict, config_hash, resolve_config
+from hw5.config import ConfigError, TrainConfig, config_dict, config_from_dict, config_hash, grid_path, resolve_config
+from hw5.errors import RunRefused
 from hw5.io import checkpoint_root, data_dir as default_data_dir, now_iso, provenance, write_json_atomic
 from hw5.models.surgery import count_parameters
 from hw5.train import cuda_kernel_choices, evaluate, fit, peak_memory_mb, set_seed
@@ -24,40 +27,79 @@ HYPERPARAMETERS = ("model_name", "epochs", "batch_size", "lr", "head_lr", "weigh
                    "class_weights", "split", "sample_rate", "max_seconds", "fixed_seconds")
 
 
-def run_dir(results_dir: str | Path, experiment: str, seed: int) -> Path:
-    return Path(results_dir) / experiment / f"seed-{seed}"
-
-
-def read_metrics(out_dir: Path) -> dict | None:
-    try:
-        return json.loads((out_dir / "metrics.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-
-
-def run_status(name: str, seed: int, smoke: bool = False, results_dir: str | Path = "results",
-               config_path=None) -> str:
-    """"done" (metrics.json with this config's hash), "stale" (another hash) or "missing"."""
-    metrics = read_metrics(run_dir(results_dir, name, seed))
-    if metrics is None:
-        return "missing"
-    return "done" if metrics.get("config_hash") == config_hash(resolve_config(name, smoke, config_path)) \
-        else "stale"
-
-
 def run_experiment(name: str, seed: int, smoke: bool = False, results_dir: str | Path = "results",
                    data_dir=None, checkpoint_dir=None, config_path=None, force: bool = False,
                    keep_checkpoints: bool = False) -> dict:
-    """Run one named experiment for one seed (skipped when already done with the same config)."""
+    """Run one named experiment of the experiments file for one seed (`hw5 run`).
+
+    Done already (same config and data): returns the result. A stale or corrupt result is refused
+    unless `force`, which retrains from scratch (an old checkpoint is set aside, not resumed).
+    """
     cfg = resolve_config(name, smoke, config_path)
-    out = run_dir(results_dir, name, seed)
-    done = read_metrics(out)
-    if done and done.get("config_hash") == config_hash(cfg) and not force:
+    return run_config(cfg, name, seed, smoke, results_dir, data_dir, checkpoint_dir,
+                      replace=force, rerun=force, keep_checkpoints=keep_checkpoints)
+
+
+def run_submitted(config: dict, name: str, seed: int, smoke: bool = False, results_dir: str | Path = "results",
+                  data_dir=None, checkpoint_dir=None, config_path=None, replace: bool = False,
+                  require_cuda: bool = False) -> dict:
+    """Run the config frozen into a job at submission (jobs/job.py), whatever the YAML says now."""
+    cfg = config_from_dict(config, f"the config submitted for {name}")
+    _note_config_drift(cfg, name, smoke, config_path)
+    return run_config(cfg, name, seed, smoke, results_dir, data_dir, checkpoint_dir,
+                      replace=replace, require_cuda=require_cuda)
+
+
+def _note_config_drift(cfg: TrainConfig, name: str, smoke: bool, config_path) -> None:
+    try:
+        now = config_hash(resolve_config(name, smoke, config_path))
+    except ConfigError as exc:
+        now = f"an error ({str(exc).splitlines()[0]})"
+    if now != config_hash(cfg):
+        print(f"note: {grid_path(config_path)} changed since submission (it now gives {now} for {name}); "
+              f"running the submitted config {config_hash(cfg)}", flush=True)
+
+
+def run_config(cfg: TrainConfig, name: str, seed: int, smoke: bool, results_dir, data_dir, checkpoint_dir,
+               replace: bool = False, rerun: bool = False, keep_checkpoints: bool = False,
+               require_cuda: bool = False) -> dict:
+    """The one entry both ways share: judge what is on disk against the run key, then train."""
+    if require_cuda:
+        require_cuda_device()
+    data = default_data_dir(data_dir)
+    out = contract.run_dir(results_dir, name, seed, smoke)
+    verdict = contract.judge(out, contract.run_key(name, seed, smoke, cfg, contract.data_fingerprint(cfg, data)))
+    if verdict.state == "done" and not rerun:
         print(f"{name} seed {seed}: done already ({out / 'metrics.json'})", flush=True)
-        return done
-    ckpt = Path(checkpoint_dir) if checkpoint_dir else checkpoint_root() / name / f"seed-{seed}"
-    return run(cfg, seed, out, experiment=name, smoke=smoke, data_dir=default_data_dir(data_dir),
-               checkpoint_dir=ckpt, keep_checkpoints=keep_checkpoints)
+        return verdict.metrics
+    if verdict.state in ("stale", "corrupt") and not replace:
+        raise RunRefused(f"{out / 'metrics.json'} is {verdict.state}: {verdict.detail}; "
+                         f"rerun with --force to replace it")
+    default_ckpt = checkpoint_root() / ("smoke" if smoke else "") / name / f"seed-{seed}"
+    ckpt = Path(checkpoint_dir) if checkpoint_dir else default_ckpt
+    if rerun:
+        set_aside(ckpt)
+    return run(cfg, seed, out, experiment=name, smoke=smoke, data_dir=data, checkpoint_dir=ckpt,
+               keep_checkpoints=keep_checkpoints)
+
+
+def require_cuda_device() -> None:
+    """A GPU job on a node where torch sees no GPU fails at once instead of training on the CPU."""
+    if torch.cuda.is_available():
+        return
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    raise RunRefused(f"this job asked for a GPU but torch {torch.__version__} sees none on {socket.gethostname()} "
+                     f"(CUDA_VISIBLE_DEVICES={visible if visible is not None else 'unset'}, CUDA build: "
+                     f"{torch.version.cuda or 'none'}); fix the node's CUDA, or set slurm.allow_cpu: true "
+                     f"in the profile to train on the CPU")
+
+
+def set_aside(folder: Path) -> None:
+    """A from-scratch rerun never resumes: an existing checkpoint folder is renamed, not deleted."""
+    if folder.exists():
+        aside = folder.with_name(f"{folder.name}.set-aside-{time.strftime('%Y%m%d-%H%M%S')}")
+        folder.rename(aside)
+        print(f"note: checkpoint {folder} set aside as {aside.name} (--force starts from scratch)", flush=True)
 
 
 def task_module(task: str):
@@ -70,6 +112,14 @@ def task_module(task: str):
 
 def pick_device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def gpu_record(device: torch.device) -> dict | None:
+    """The GPU model a run trained on (None on the CPU), for metrics.json."""
+    if device.type != "cuda":
+        return None
+    return {"name": torch.cuda.get_device_name(device), "count": torch.cuda.device_count(),
+            "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES")}
 
 
 def limit_threads() -> None:
@@ -85,9 +135,12 @@ def run(cfg: TrainConfig, seed: int, out_dir: Path, experiment: str = "", smoke:
     limit_threads()
     started, device, chash = time.perf_counter(), pick_device(), config_hash(cfg)
     prov = provenance(str(device) if device.type == "cpu" else torch.cuda.get_device_name(device))
+    prov["gpu"] = gpu_record(device)
     set_seed(seed)
     task = task_module(cfg.task)
     model, data, variant = task.build(cfg, seed, data_dir)
+    fingerprint = contract.data_fingerprint(cfg, data_dir)   # after build: a run may fetch its data
+    key = contract.run_key(experiment, seed, smoke, cfg, fingerprint)
     model.to(device)
     if device.type == "cuda":
         cuda_kernel_choices()
@@ -95,13 +148,14 @@ def run(cfg: TrainConfig, seed: int, out_dir: Path, experiment: str = "", smoke:
           f"{count_parameters(model)['trainable']:,} trainable parameters", flush=True)
     weights = task.loss_weights(data, cfg) if hasattr(task, "loss_weights") else None
     loss_weights = None if weights is None else weights.to(device)
-    ckpt = Checkpointer(checkpoint_dir or out_dir / ".checkpoint", chash)
+    # other data is another run: its checkpoint must not be resumed either
+    ckpt = Checkpointer(checkpoint_dir or out_dir / ".checkpoint", f"{chash}+{key.data}")
     result = fit(model, data, cfg, ckpt, device, loss_weights)
     model.load_state_dict(result.best_state)
     val = evaluate(model, data, "val", device, cfg.precision, loss_weights)
     test = evaluate(model, data, "test", device, cfg.precision, loss_weights)
     metrics = _metrics(cfg, experiment, seed, smoke, chash, data, val, test, result, model, variant, device)
-    metrics.update(task.extra_metrics(data, test))
+    metrics.update(task.extra_metrics(data, test), data=fingerprint, run_key=key.as_dict())
     metrics["provenance"] = {**prov, "finished": now_iso(), "wall_seconds": time.perf_counter() - started}
     if hasattr(task, "write_artifacts"):
         task.write_artifacts(data, out_dir)

@@ -1,23 +1,24 @@
-"""Find every run under the results folder, read its metrics.json and decide whether it may be averaged.
+"""Find every run under the results tree, judge it with the run contract and decide whether it may be averaged.
 
-Status of one (experiment, seed):
-  done     metrics.json is valid and its config_hash matches its siblings' (used in every table)
-  stale    valid, but its config_hash differs from the experiment's reference hash (excluded)
+Every seed is judged against the current experiments file by hw5.contract, the same rule `hw5 run`
+and the launcher use (config hash, and the data fingerprint where the data is here):
+  done     metrics.json is valid and carries the current run key (used in every table)
+  stale    valid, but made from another config or other data (listed, never averaged)
   corrupt  metrics.json exists but is unreadable or breaks the schema (named, excluded, exit 1)
   partial  the seed folder exists without metrics.json: the run died or is still going (excluded)
   missing  no seed folder at all (excluded)
-  ignored  a seed folder for a seed outside the requested list (excluded, listed)
+  ignored  a seed outside the requested list, or an experiment the experiments file does not name
+Without an experiments file there is no current config: the newest run of an experiment stands for
+it, and seeds with another config hash are stale.
 """
 from __future__ import annotations
 
-import json
-import math
 import re
-from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import yaml
+from hw5 import contract
+from hw5.config import ConfigError, load_grid, resolve_config
 
 # The study's experiments in the order the assignment's tables use; the first of each is the baseline.
 TASK_EXPERIMENTS = {
@@ -26,9 +27,6 @@ TASK_EXPERIMENTS = {
 }
 BASELINES = {task: names[0] for task, names in TASK_EXPERIMENTS.items()}
 SEED_DIR = re.compile(r"^seed-(\d+)$")
-# Keys every metrics.json must carry for the run to enter a table (schema 1, docs/architecture.md).
-REQUIRED_KEYS = ("experiment", "task", "seed", "config_hash", "classes", "test")
-REQUIRED_TEST_KEYS = ("accuracy", "macro_f1", "weighted_f1", "uar")
 
 
 class AggregateError(Exception):
@@ -61,6 +59,7 @@ class Collection:
     grid: Grid
     runs: dict[tuple[str, int], Run] = field(default_factory=dict)
     reference_hash: dict[str, str] = field(default_factory=dict)
+    data_checked: set[str] = field(default_factory=set)   # experiments whose data fingerprint was compared
 
     def experiments(self, task: str | None = None) -> list[str]:
         return [e for e, t in self.grid.tasks.items() if task is None or t == task]
@@ -83,74 +82,29 @@ def task_of(name: str) -> str:
 
 
 def read_grid(path: Path, explicit: bool) -> dict | None:
-    """The experiments file as {"seeds": [...], "tasks": {name: task}}; None when absent and optional."""
+    """The experiments file as {"seeds": [...], "tasks": {name: task}, "path": path}; None when absent
+    and optional. Read by hw5.config, the one reader of the grid."""
     if not path.is_file():
         if explicit:
             raise AggregateError(f"{path}: experiments file not found; pass an existing --experiments file "
                                  "or leave the option out to use the runs found")
         return None
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    except (yaml.YAMLError, UnicodeDecodeError) as exc:
-        raise AggregateError(f"{path}: not valid YAML ({exc}); fix the file or pass another --experiments")
-    experiments = data.get("experiments") if isinstance(data, dict) else None
-    seeds = data.get("seeds", []) if isinstance(data, dict) else None
-    if not isinstance(experiments, dict) or not isinstance(seeds, list) \
-            or not all(isinstance(s, int) and not isinstance(s, bool) for s in seeds):
-        raise AggregateError(f"{path}: expected top-level 'seeds' (a list of integers) and 'experiments' "
-                             "(a mapping of experiment names); fix the file or pass another --experiments")
-    tasks = {str(name): str((spec if isinstance(spec, dict) else {}).get("task") or task_of(str(name)))
-             for name, spec in experiments.items()}
-    return {"seeds": seeds, "tasks": tasks}
+        grid = load_grid(path)
+    except (ConfigError, UnicodeDecodeError) as exc:
+        raise AggregateError(f"{exc}; fix the file or pass another --experiments")
+    tasks = {name: str(grid.raw["experiments"][name]["task"]) for name in grid.experiments}
+    return {"seeds": grid.seeds, "tasks": tasks, "path": path}
 
 
 def scan_results(results_dir: Path) -> dict[str, dict[int, Path]]:
-    """{experiment: {seed: seed folder}} for every results/<exp>/seed-<n>/ present."""
+    """{experiment: {seed: seed folder}} for every <tree>/<exp>/seed-<n>/ present."""
     found: dict[str, dict[int, Path]] = {}
     for exp_dir in sorted(p for p in results_dir.iterdir() if p.is_dir()):
         seeds = {int(m.group(1)): d for d in exp_dir.iterdir() if d.is_dir() and (m := SEED_DIR.match(d.name))}
         if seeds:
             found[exp_dir.name] = dict(sorted(seeds.items()))
     return found
-
-
-def load_metrics(path: Path, experiment: str, seed: int) -> tuple[dict | None, str]:
-    """Parse and check one metrics.json: (metrics, "") or (None, what is wrong with it)."""
-    try:
-        metrics = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        return None, f"not readable JSON ({exc})"
-    if not isinstance(metrics, dict):
-        return None, "top level is not a JSON object"
-    missing = [k for k in REQUIRED_KEYS if k not in metrics]
-    test = metrics.get("test")
-    if isinstance(test, dict):
-        missing += [f"test.{k}" for k in REQUIRED_TEST_KEYS if not _is_number(test.get(k))]
-    elif "test" in metrics:
-        missing.append("test (not an object)")
-    if "classes" in metrics and not (isinstance(metrics["classes"], list)
-                                     and all(isinstance(c, str) for c in metrics["classes"])):
-        missing.append("classes (not a list of names)")
-    if missing:
-        return None, f"missing or non-numeric keys: {', '.join(missing)}"
-    if metrics["experiment"] != experiment or metrics["seed"] != seed:
-        return None, (f"says experiment={metrics['experiment']!r} seed={metrics['seed']!r} but sits in "
-                      f"{experiment}/seed-{seed}; move it or rerun")
-    return metrics, ""
-
-
-def _is_number(value) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-
-
-def reference_hash(runs: list[Run]) -> str:
-    """The config hash most seeds agree on; a tie goes to the most recently finished run."""
-    counts = Counter(r.metrics["config_hash"] for r in runs)
-    finished = {}
-    for r in runs:
-        stamp = str((r.metrics.get("provenance") or {}).get("finished") or "")
-        finished[r.metrics["config_hash"]] = max(stamp, finished.get(r.metrics["config_hash"], ""))
-    return max(counts, key=lambda h: (counts[h], finished[h], h))
 
 
 def display_path(path: Path) -> str:
@@ -168,7 +122,7 @@ def build_grid(grid_file: dict | None, found: dict[str, dict[int, Path]], seeds:
     canonical = [e for names in TASK_EXPERIMENTS.values() for e in names]
     if grid_file is not None:
         tasks, source = dict(grid_file["tasks"]), f"`{display_path(grid_path)}`"
-        tasks.update({e: task_of(e) for e in found if e not in tasks})  # runs outside the grid still show
+        tasks.update({e: task_of(e) for e in found if e not in tasks})  # listed as ignored
         grid_seeds = grid_file["seeds"]
     else:
         order = sorted(found, key=lambda e: (canonical.index(e) if e in canonical else len(canonical), e))
@@ -179,46 +133,77 @@ def build_grid(grid_file: dict | None, found: dict[str, dict[int, Path]], seeds:
                 declared=declared)
 
 
-def collect(results_dir: Path, grid_path: Path, grid_explicit: bool = False,
-            seeds: list[int] | None = None) -> Collection:
-    """Read every run and classify it; raises AggregateError only for unusable inputs."""
-    results_dir = Path(results_dir)
-    if not results_dir.is_dir():
-        raise AggregateError(f"{results_dir}: results folder not found; run the jobs first "
-                             "(python jobs/launch.py --all) or pass --results DIR")
-    found = scan_results(results_dir)
-    grid = build_grid(read_grid(Path(grid_path), grid_explicit), found, seeds, Path(grid_path))
+def collect(results_dir: Path, grid_path: Path, grid_explicit: bool = False, seeds: list[int] | None = None,
+            smoke: bool = False, data_dir: Path | None = None) -> Collection:
+    """Read every run of the (smoke or full) tree and judge it; raises AggregateError only for unusable inputs.
+    data_dir: where the datasets are, to compare data fingerprints (None or absent: config only)."""
+    tree = contract.results_tree(results_dir, smoke)
+    if not tree.is_dir():
+        raise AggregateError(f"{tree}: results folder not found; run the jobs first "
+                             f"(python jobs/launch.py --all{' --smoke' if smoke else ''}) or pass --results DIR")
+    found = scan_results(tree)
+    grid_file = read_grid(Path(grid_path), grid_explicit)
+    grid = build_grid(grid_file, found, seeds, Path(grid_path))
     collection = Collection(grid=grid)
     for experiment in grid.tasks:
         per_seed = found.get(experiment, {})
+        key = _current_key(experiment, grid, grid_file, smoke, data_dir)
         for seed in sorted(set(grid.seeds) | set(per_seed)):
-            collection.runs[(experiment, seed)] = _read_cell(experiment, seed, per_seed.get(seed), grid.seeds)
-        _mark_stale(collection, experiment)
+            collection.runs[(experiment, seed)] = _read_cell(experiment, seed, per_seed.get(seed), grid, key)
+        _settle(collection, experiment, key)
     return collection
 
 
-def _read_cell(experiment: str, seed: int, seed_dir: Path | None, seeds: list[int]) -> Run:
+def _current_key(experiment: str, grid: Grid, grid_file: dict | None, smoke: bool,
+                 data_dir: Path | None) -> contract.RunKey | None:
+    """The run key a current result carries (seed 0; the seed is set per cell); None without a grid entry."""
+    if grid_file is None or experiment not in grid.declared:
+        return None
+    cfg = resolve_config(experiment, smoke, grid_file["path"])
+    data = contract.data_fingerprint(cfg, data_dir) if data_dir and Path(data_dir).is_dir() else None
+    return contract.run_key(experiment, 0, smoke, cfg, data)
+
+
+def _read_cell(experiment: str, seed: int, seed_dir: Path | None, grid: Grid,
+               key: contract.RunKey | None) -> Run:
     if seed_dir is None:
         return Run(experiment, seed, "missing", problem="no run folder")
-    if seed not in seeds:
+    if seed not in grid.seeds:
         return Run(experiment, seed, "ignored", seed_dir, problem="seed not in the requested seed list")
-    path = seed_dir / "metrics.json"
-    if not path.is_file():
-        return Run(experiment, seed, "partial", seed_dir, problem="folder without metrics.json (died or running)")
-    metrics, problem = load_metrics(path, experiment, seed)
-    if metrics is None:
-        return Run(experiment, seed, "corrupt", path, problem=problem)
-    return Run(experiment, seed, "done", path, metrics)
+    if grid.declared and experiment not in grid.declared:
+        return Run(experiment, seed, "ignored", seed_dir, problem="experiment not in the experiments file")
+    if key is None:   # no experiments file: valid runs are judged against the newest one in _settle
+        path = seed_dir / "metrics.json"
+        if not path.is_file():
+            return Run(experiment, seed, "partial", seed_dir, problem="folder without metrics.json (died or running)")
+        metrics, problem = contract.read_metrics(path, experiment, seed)
+        return Run(experiment, seed, "done" if metrics else "corrupt", path, metrics, problem=problem)
+    verdict = contract.judge(seed_dir, contract.RunKey(**{**key.as_dict(), "seed": seed}))
+    path = seed_dir / "metrics.json" if verdict.state != "partial" else seed_dir
+    return Run(experiment, seed, verdict.state, path, verdict.metrics, problem=verdict.detail)
 
 
-def _mark_stale(collection: Collection, experiment: str) -> None:
+def _settle(collection: Collection, experiment: str, key: contract.RunKey | None) -> None:
+    """Record the experiment's current hash; without a grid, seeds unlike the newest run are stale."""
     runs = collection.done(experiment)
+    if key is not None:
+        collection.reference_hash[experiment] = key.config_hash
+        if key.data is not None:
+            collection.data_checked.add(experiment)
+        return
     if not runs:
         return
-    if experiment not in collection.grid.declared:  # the run knows its task better than its name
-        collection.grid.tasks[experiment] = str(runs[0].metrics["task"])
-    ref = collection.reference_hash[experiment] = reference_hash(runs)
+    collection.grid.tasks[experiment] = str(runs[0].metrics["task"])   # the run knows its task
+    ref = collection.reference_hash[experiment] = newest_hash(runs)
     for run in runs:
         if run.metrics["config_hash"] != ref:
             run.status = "stale"
-            run.problem = f"config_hash {run.metrics['config_hash']} differs from its siblings' {ref}"
+            run.problem = (f"config_hash {run.metrics['config_hash']} differs from the newest run's {ref} "
+                           "(no experiments file to judge against)")
+
+
+def newest_hash(runs: list[Run]) -> str:
+    """The config hash of the most recently finished run."""
+    def finished(run: Run) -> str:
+        return str((run.metrics.get("provenance") or {}).get("finished") or "")
+    return max(runs, key=lambda r: (finished(r), r.metrics["config_hash"])).metrics["config_hash"]

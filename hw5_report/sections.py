@@ -65,11 +65,23 @@ def header(collection: Collection, runs: pd.DataFrame) -> list:
         f"Device(s): {', '.join(devices) or '–'}.",
         "- Every number is mean ± sample std (ddof = 1) over the seeds used (n); '–' where n = 1. Stale, "
         "partial and corrupt runs are never averaged.",
+        f"- {judged_by(collection)}",
     ]
     if any(r.metrics.get("smoke") for r in done):
         lines += ["", "> **Smoke runs.** Some runs used tiny models on tiny data (`smoke: true`): their numbers "
                   "test the pipeline and say nothing about the study."]
     return [Markdown("\n".join(lines))]
+
+
+def judged_by(collection: Collection) -> str:
+    """How seeds were judged current or stale (the run contract, hw5/contract.py)."""
+    if not collection.grid.declared:
+        return "No experiments file: a seed whose config differs from its experiment's newest run is stale."
+    checked = [e for e in collection.grid.tasks if e in collection.data_checked]
+    data = ("and the data fingerprint (data found here for all experiments)" if len(checked) == len(collection.grid.declared)
+            else f"and, for {', '.join(f'`{e}`' for e in checked)}, the data fingerprint (the other experiments' "
+                 "data is not here: config only)" if checked else "only (the data is not here to compare fingerprints)")
+    return f"Each seed is judged against the experiments file's current config hash {data}."
 
 
 def status_section(collection: Collection, outputs: Outputs) -> list:

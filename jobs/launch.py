@@ -1,52 +1,42 @@
 """Launch the study: one job per experiment x seed, as SLURM job arrays (submitit) or locally.
 
-    python jobs/launch.py --prefetch --all           # login node: models + data into the shared cache
-    python jobs/launch.py --all                      # submit every missing run; prints job ids, exits
-    python jobs/launch.py --status                   # done / running / pending / failed / missing / stale
-    python jobs/launch.py --retry-failed             # resubmit only the failed runs
-    python jobs/launch.py --all --smoke --cluster local   # the demo: tiny runs here, waits, summary
+    python jobs/launch.py --prefetch --all                 # login node: models + data into the shared cache
+    python jobs/launch.py --all --profile mysite --dry-run # the sbatch request per array + preflight checks
+    python jobs/launch.py --all --profile mysite           # submit every missing run; prints job ids, exits
+    python jobs/launch.py --status [--watch]               # each run's state, the scheduler's reasons
+    python jobs/launch.py --retry-failed                   # resubmit failed and blocked runs (same profile)
+    python jobs/launch.py --all --smoke --cluster local    # the demo: tiny runs here, waits, summary
 
-A run is done when results/<exp>/seed-<n>/metrics.json carries the current config hash; done runs are
-skipped, queued/running ones too, stale ones (config changed) are re-run only with --force.
-Cluster settings come from a profile in slurm/profiles/ (see slurm/README.md).
+A run is done when its metrics.json carries the current run key (config hash + data fingerprint);
+done and queued runs are skipped, stale ones (config or data changed) re-run only with --force.
+Each job carries its config as resolved at submission. --status and --retry-failed reuse the profile
+recorded at submission unless --profile says otherwise. Profiles: slurm/profiles/ (slurm/README.md).
 """
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import fnmatch
-import json
 import os
-import shutil
-import subprocess
 import sys
-from dataclasses import dataclass
+import time
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 if str(REPO_ROOT) not in sys.path:   # `python jobs/launch.py` from a checkout without `pip install -e .`
     sys.path.insert(0, str(REPO_ROOT))
 
-from hw5.config import ConfigError, config_hash, load_grid, resolve_config  # noqa: E402
-from jobs import ledger as ledger_mod  # noqa: E402
+from hw5.config import ConfigError, config_dict, load_grid, resolve_config  # noqa: E402
+from hw5.contract import data_fingerprint, run_key  # noqa: E402
+from jobs import slurm_site  # noqa: E402
 from jobs.job import RunSpec  # noqa: E402
-from jobs.ledger import Ledger, Record  # noqa: E402
-from jobs.profiles import ProfileError, load_profile  # noqa: E402
-from jobs.runner import run_in_process, run_locally, submit_to_slurm, wait_for_runs  # noqa: E402
+from jobs.ledger import Ledger  # noqa: E402
+from jobs.profiles import Profile, ProfileError, load_profile, wants_gpu  # noqa: E402
+from jobs.runner import (SubmissionRefused, plan_arrays, run_in_process, run_locally,  # noqa: E402
+                         sbatch_request, submit_to_slurm, wait_for_runs)
+from jobs.status import Run, print_failures, print_table, refresh_states  # noqa: E402
 
-STATES = ("done", "running", "pending", "failed", "missing", "stale", "unknown")
-
-
-@dataclass
-class Run:
-    spec: RunSpec
-    config_hash: str
-    state: str = "missing"
-    detail: str = ""
-    record: Record | None = None
-
-    @property
-    def key(self) -> tuple:
-        return (self.spec.experiment, self.spec.seed, self.spec.smoke)
+WATCH_S = 10.0
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -58,22 +48,30 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     what.add_argument("--only", action="append", metavar="GLOB",
                       help="experiment names matching GLOB (repeatable, or comma-separated): 'nli-*'")
     what.add_argument("--seeds", metavar="LIST", help="seeds, e.g. 0,1,2 or 0-4 (default: the grid's)")
-    what.add_argument("--smoke", action="store_true", help="the tiny smoke version of each run")
+    what.add_argument("--smoke", action="store_true", help="the tiny smoke version of each run (results/smoke/)")
     what.add_argument("--experiments", metavar="PATH", help="experiments file (default: jobs/experiments.yaml,"
                       " or $HW5_EXPERIMENTS)")
     do = p.add_argument_group("what to do (default: submit what is missing)")
     do.add_argument("--status", action="store_true", help="show each run's state and exit (never blocks)")
-    do.add_argument("--dry-run", action="store_true", help="show what would be submitted; submit nothing")
-    do.add_argument("--retry-failed", action="store_true", help="resubmit only the failed runs")
-    do.add_argument("--force", action="store_true", help="also re-run stale runs (config changed since)")
+    do.add_argument("--watch", action="store_true", help="--status, refreshed until no run is queued or running")
+    do.add_argument("--dry-run", action="store_true",
+                    help="show the plan, the sbatch request per array and the preflight checks; submit nothing")
+    do.add_argument("--retry-failed", action="store_true",
+                    help="resubmit only failed and blocked runs (a blocked job is cancelled first)")
+    do.add_argument("--force", action="store_true", help="also re-run stale and corrupt runs (replacing them)")
+    do.add_argument("--no-preflight", action="store_true",
+                    help="SLURM: submit without checking the request against the partition first")
     do.add_argument("--prefetch", action="store_true",
                     help="download models and prepare data for the selected runs (login node), then exit")
-    do.add_argument("--wait", action="store_true", help="SLURM: wait until the submitted jobs end")
+    do.add_argument("--wait", action="store_true",
+                    help="SLURM: wait until the jobs end, with a progress line; exit 1 unless all are done")
     where = p.add_argument_group("where")
     where.add_argument("--cluster", choices=("auto", "slurm", "local", "debug"), default="auto",
-                       help="auto: SLURM when sbatch answers, else local processes; debug: in this process")
-    where.add_argument("--profile", default=os.environ.get("HW5_PROFILE", "local"),
-                       help="cluster profile: a name in slurm/profiles/ or a YAML path (default: %(default)s)")
+                       help="auto: SLURM when a controller answers; local processes only when no SLURM profile "
+                            "was asked for; debug: in this process")
+    where.add_argument("--profile", default=os.environ.get("HW5_PROFILE"),
+                       help="cluster profile: a name in slurm/profiles/ or a YAML path (default: the one "
+                            "recorded at submission, else 'local'; $HW5_PROFILE)")
     where.add_argument("--results", default="results", metavar="DIR", help="results folder (default: results)")
     where.add_argument("--data-dir", metavar="DIR", default=os.environ.get("HW5_DATA_DIR", "data"),
                        help="datasets folder (default: $HW5_DATA_DIR or data)")
@@ -109,6 +107,7 @@ def select_experiments(names: list[str], only: list[str] | None, grid_file: Path
 
 
 def expand_runs(args: argparse.Namespace) -> list[Run]:
+    """The selected runs, each with its config resolved now (what a job will carry) and its key."""
     grid = load_grid(args.experiments)
     names = select_experiments(grid.experiments, args.only, grid.path)
     seeds = parse_seeds(args.seeds) if args.seeds else grid.seeds
@@ -116,140 +115,163 @@ def expand_runs(args: argparse.Namespace) -> list[Run]:
     data = str(Path(args.data_dir).expanduser().resolve())   # absolute: a node's cwd may differ
     runs = []
     for name in names:
-        chash = config_hash(resolve_config(name, args.smoke, grid.path))
+        cfg = resolve_config(name, args.smoke, grid.path)
+        fingerprint = data_fingerprint(cfg, data)
         for seed in seeds:
             spec = RunSpec(name, seed, args.smoke, str(results), str(grid.path), data,
-                           checkpoint_dir=str(ckpts / name / f"seed-{seed}"))
-            runs.append(Run(spec, chash))
+                           checkpoint_dir=str(ckpts / ("smoke" if args.smoke else "") / name / f"seed-{seed}"),
+                           config=config_dict(cfg))
+            runs.append(Run(spec, run_key(name, seed, args.smoke, cfg, fingerprint)))
     return runs
 
 
-def disk_state(run: Run) -> tuple[str, str]:
-    """hw5.run.run_status's rule, without importing torch (--status stays instant on a login node)."""
-    path = Path(run.spec.results_dir) / run.spec.experiment / f"seed-{run.spec.seed}" / "metrics.json"
-    try:
-        old = json.loads(path.read_text(encoding="utf-8")).get("config_hash")
-    except FileNotFoundError:
-        return "missing", ""
-    except (OSError, ValueError, AttributeError) as exc:
-        return "stale", f"{path} is unreadable ({type(exc).__name__}); re-run with --force"
-    if old == run.config_hash:
-        return "done", ""
-    return "stale", f"metrics.json has config {old}, the config is now {run.config_hash}"
-
-
-def refresh_states(runs: list[Run], ledger: Ledger) -> list[Run]:
-    """Fill each run's state from disk, the submission records and the scheduler (non-blocking)."""
+def choose_profile(args: argparse.Namespace, runs: list[Run], ledger: Ledger) -> Profile:
+    """--profile / $HW5_PROFILE, else the profile these runs were last submitted with, else 'local'."""
+    if args.profile:
+        return load_profile(args.profile)
     records = ledger.latest()
-    for run in runs:
-        run.state, run.detail = disk_state(run)
-        run.record = records.get(run.key)
-    asked = [r.record for r in runs if r.record and r.state != "done"]
-    scheduler = ledger_mod.scheduler_states(asked)
-    for run in runs:
-        if run.state == "done" or run.record is None or run.record.cluster == "debug":
-            continue
-        live = scheduler.get(run.record.job_id)
-        if live in ledger_mod.LIVE or run.record.config_hash == run.config_hash:
-            # a live job blocks resubmission even when it runs an older config
-            state, detail = ledger_mod.job_state(run.record, live)
-            if not (state == "missing" and run.state == "stale"):
-                run.state, run.detail = state, detail
-    return runs
+    used = sorted((r for r in (records.get(run.id) for run in runs) if r and r.profile_path),
+                  key=lambda r: r.submitted)
+    if not used:
+        return load_profile("local")
+    recorded = used[-1]
+    if not Path(recorded.profile_path).is_file():
+        fail(f"these runs were submitted with profile {recorded.profile_path}, which is gone; pass --profile")
+    print(f"profile: {recorded.profile} (recorded at submission in {ledger.records_path}; --profile overrides)")
+    return load_profile(recorded.profile_path)
+
+
+def pick_cluster(requested: str, profile: Profile) -> str:
+    """Where runs go. A SLURM profile (any but 'local') or --cluster slurm never falls back to local."""
+    if requested in ("local", "debug"):
+        return requested
+    problem = slurm_site.controller_problem()
+    if problem is None:
+        return "slurm"
+    if requested == "slurm" or profile.name != "local":
+        asked = "--cluster slurm" if requested == "slurm" else f"profile {profile.name} ({profile.path})"
+        fail(slurm_site.no_controller_message(problem, asked))
+    print(f"cluster: local (no SLURM controller: {problem}; the runs go to processes on this machine)")
+    return "local"
+
+
+WANTED = {"submit": {"missing", "partial"}, "force": {"stale", "corrupt"}, "retry": {"failed", "blocked"}}
+HINTS = {"done": "done", "running": "running", "pending": "queued", "unknown": "scheduler did not answer",
+         "blocked": "blocked (fix the profile, then --retry-failed)", "failed": "failed (resubmit with --retry-failed)",
+         "stale": "stale (re-run with --force)", "corrupt": "corrupt (re-run with --force)",
+         "missing": "missing (not selected by --retry-failed)", "partial": "partial (not selected by --retry-failed)"}
 
 
 def plan(runs: list[Run], args: argparse.Namespace) -> list[tuple[Run, str]]:
     """(run, action) pairs; action is 'submit' or why the run is skipped."""
-    wanted = {"failed"} if args.retry_failed else {"missing"}
+    wanted = set(WANTED["retry"] if args.retry_failed else WANTED["submit"])
     if args.force:
-        wanted.add("stale")
-    hints = {"done": "done", "running": "running", "pending": "queued", "unknown": "scheduler did not answer",
-             "failed": "failed (resubmit with --retry-failed)", "stale": "stale (re-run with --force)",
-             "missing": "missing (not selected by --retry-failed)"}
-    return [(run, "submit" if run.state in wanted else f"skip: {hints[run.state]}") for run in runs]
+        wanted |= WANTED["force"]
+    return [(run, "submit" if run.state in wanted else f"skip: {HINTS[run.state]}") for run in runs]
 
 
-def print_table(runs: list[Run], actions: dict[tuple, str] | None = None) -> None:
-    last = "action" if actions else "detail"
-    print(f"{'experiment':<18} {'seed':>4}  {'state':<8} {'job':<12} {'config':<8}  {last}")
-    for run in runs:
-        job = run.record.job_id if run.record else "-"
-        extra = actions[run.key] if actions else _first_line(run.detail)
-        print(f"{run.spec.experiment:<18} {run.spec.seed:>4}  {run.state:<8} {job:<12} {run.config_hash:<8}  {extra}")
-    counts = {s: sum(r.state == s for r in runs) for s in STATES}
-    print("total: " + ", ".join(f"{n} {s}" for s, n in counts.items() if n) + f" (of {len(runs)} runs)")
+def job_specs(todo: list[Run], profile: Profile, cluster: str) -> list[RunSpec]:
+    """What each job carries besides the run: may it replace a result, must it see a GPU."""
+    gpu = cluster == "slurm" and wants_gpu(profile) and not profile.slurm["allow_cpu"]
+    return [dataclasses.replace(run.spec, replace=run.state in WANTED["force"], require_cuda=gpu,
+                                signal_delay_s=profile.slurm["signal_delay_s"]) for run in todo]
 
 
-def _first_line(text: str) -> str:
-    lines = [line for line in text.strip().splitlines() if line.strip()]
-    return lines[-1][:100] if lines else ""
-
-
-def print_failures(runs: list[Run], ledger: Ledger) -> None:
-    for run in (r for r in runs if r.state == "failed"):
-        log = ledger.log_link(run.spec.experiment, run.spec.seed)
-        print(f"\n--- {run.spec.name} failed (job {run.record.job_id}); logs: {log}/")
-        print("\n".join(run.detail.rstrip().splitlines()[-25:]))
-
-
-def pick_cluster(requested: str) -> str:
-    if requested == "slurm" and shutil.which("sbatch") is None:
-        fail("--cluster slurm: sbatch not found (run on a login node, or start one: "
-             "bash slurm/local_cluster.sh start)")
-    if requested != "auto":
-        return requested
-    if shutil.which("sbatch") is None:
-        return "local"
-    try:
-        ping = subprocess.run(["scontrol", "ping"], capture_output=True, text=True, timeout=15)
-    except (OSError, subprocess.TimeoutExpired):
-        return "local"
-    return "slurm" if "UP" in ping.stdout else "local"
-
-
-def submit(runs: list[Run], args: argparse.Namespace, ledger: Ledger) -> int:
-    cluster = pick_cluster(args.cluster)
-    profile = load_profile(args.profile)
+def submit(runs: list[Run], args: argparse.Namespace, ledger: Ledger, profile: Profile) -> int:
     actions = plan(runs, args)
-    todo = [run.spec for run, action in actions if action == "submit"]
-    print(f"cluster: {cluster}, profile: {profile.path}")
-    print_table(runs, {run.key: action for run, action in actions})
-    if args.dry_run or not todo:
-        print("dry run: nothing submitted" if args.dry_run else "nothing to submit")
+    todo = [run for run, action in actions if action == "submit"]
+    cluster = pick_cluster(args.cluster, profile)
+    print(f"cluster: {cluster}, profile: {profile.name} ({profile.path})")
+    print_table(runs, {run.id: action for run, action in actions})
+    if not todo:
+        print("nothing to submit")
         return 0
-    hashes = {run.key: run.config_hash for run in runs}
+    specs = job_specs(todo, profile, cluster)
+    keys = {run.id: run.key for run in todo}
     shared = [REPO_ROOT, Path(args.results).resolve(), Path(args.checkpoints).resolve(),
               Path(args.data_dir).expanduser().resolve()]
-    if cluster == "slurm":
-        submit_to_slurm(todo, hashes, profile, ledger, shared)
+    if cluster != "slurm":
+        if args.dry_run:
+            print("dry run: nothing submitted")
+            return 0
+        return (run_locally if cluster == "local" else run_in_process)(specs, keys, profile, ledger, shared)
+    arrays = plan_arrays(specs, profile, ledger, shared)
+    code = show_and_check(arrays, profile, args)
+    if code or args.dry_run:
+        print("dry run: nothing submitted" if args.dry_run else "nothing submitted (fix the profile, or --no-preflight)")
+        return code
+    cancel_blocked(todo)
+    try:
+        submit_to_slurm(arrays, keys, profile, ledger, shared)
+    except SubmissionRefused as exc:
+        fail(str(exc), code=1)
+    return 0
+
+
+def show_and_check(arrays, profile: Profile, args: argparse.Namespace) -> int:
+    """Print each array's sbatch request (dry run) and the preflight problems; 2 when there are any."""
+    if args.dry_run:
+        for array in arrays:
+            print(f"\nsbatch request for {array.name} ({len(array.specs)} run(s)):")
+            print("\n".join(f"  {flag}" for flag in sbatch_request(array.script)))
+    if args.no_preflight:
+        print("preflight: skipped (--no-preflight)")
         return 0
-    runner = run_locally if cluster == "local" else run_in_process
-    return runner(todo, hashes, profile, ledger, shared)
+    problems = slurm_site.preflight(profile.slurm, profile.path, [a.script for a in arrays])
+    if not problems:
+        print(f"preflight: ok (partition {profile.slurm['partition'] or 'default'}, "
+              f"sbatch --test-only accepted {len(arrays)} request(s))")
+        return 0
+    print(f"preflight: {len(problems)} problem(s); these jobs could never start:", file=sys.stderr)
+    for problem in problems:
+        print(f"  - {problem}", file=sys.stderr)
+    return 2
 
 
-def prefetch(runs: list[Run], data_dir: str) -> int:
-    from jobs.prefetch import prefetch_runs
-    return prefetch_runs(list(dict.fromkeys((r.spec.experiment, r.spec.smoke, r.spec.config_path) for r in runs)),
-                         data_dir)
+def cancel_blocked(todo: list[Run]) -> None:
+    """--retry-failed resubmits a blocked run: its job would never start, so it is cancelled first."""
+    blocked = [run for run in todo if run.state == "blocked" and run.record]
+    if blocked:
+        slurm_site.run_command(["scancel", *[run.record.job_id for run in blocked]])
+        for run in blocked:
+            print(f"cancelled blocked job {run.record.job_id} ({run.spec.name})")
+
+
+def show_status(runs: list[Run], ledger: Ledger, args: argparse.Namespace) -> int:
+    if not args.watch:
+        print_table(refresh_states(runs, ledger))
+        print_failures(runs, ledger)
+        return 0
+    def show(final):
+        print_table(final)
+        print_failures(final, ledger)
+    try:
+        return wait_for_runs(lambda: refresh_states(runs, ledger), show, poll_s=WATCH_S)
+    except KeyboardInterrupt:
+        print("\nstopped watching (the jobs go on)")
+        return 0
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    args.status = args.status or args.watch
     if not (args.all or args.only or args.status or args.retry_failed or args.prefetch):
         fail("say which runs: --all, or --only GLOB (see --help)")
     try:
         runs = expand_runs(args)
         ledger = Ledger(Path(args.results))
         if args.status:
-            print_table(refresh_states(runs, ledger))
-            print_failures(runs, ledger)
-            return 0
+            return show_status(runs, ledger, args)
         if args.prefetch:
-            return prefetch(runs, args.data_dir)
+            from jobs.prefetch import prefetch_runs
+            return prefetch_runs(list(dict.fromkeys((r.spec.experiment, r.spec.smoke, r.spec.config_path)
+                                                     for r in runs)), args.data_dir)
+        profile = choose_profile(args, runs, ledger)
         with ledger.lock():   # check-and-submit is atomic across launchers
-            code = submit(refresh_states(runs, ledger), args, ledger)
-        if args.wait and not args.dry_run:
-            code = max(code, wait_for_runs(lambda: refresh_states(runs, ledger), print_table))
+            code = submit(refresh_states(runs, ledger), args, ledger, profile)
+        if args.wait and not args.dry_run and code == 0:
+            time.sleep(1)     # let the controller list what was just submitted
+            code = wait_for_runs(lambda: refresh_states(runs, ledger), print_table)
         return code
     except (ConfigError, ProfileError) as exc:
         fail(str(exc))

@@ -4,7 +4,7 @@
   the newest line of a run wins. It is what lets `--status` work from another shell, later.
 - `lock`: `fcntl.flock` held while a launcher checks and submits, so two launchers started at once
   never submit the same run twice.
-- `logs/<exp>/seed-<n>` -> a link to the run's latest job folder (stdout, stderr, submitit pickles).
+- `logs/[smoke/]<exp>/seed-<n>` -> a link to the run's latest job folder (stdout, stderr, submitit pickles).
 
 A job's state comes from the scheduler (squeue for live jobs, sacct after) and from submitit's result
 pickle, which holds the traceback of a failed run. Nothing here blocks: every command has a timeout.
@@ -16,6 +16,7 @@ import fcntl
 import json
 import os
 import pickle
+import re
 import shutil
 import subprocess
 import time
@@ -40,7 +41,9 @@ class Record:
     cluster: str
     folder: str          # the job's own submitit folder (logs, pickles)
     submitted: str       # local time, ISO 8601
-    profile: str = ""
+    profile: str = ""    # the profile's name ...
+    profile_path: str = ""  # ... and file: --status and --retry-failed reuse it
+    data: str | None = None  # the data fingerprint at submission
 
     @property
     def key(self) -> tuple:
@@ -109,11 +112,11 @@ class Ledger:
         for record in records:
             self._link_logs(record)
 
-    def log_link(self, experiment: str, seed: int) -> Path:
-        return self.root / "logs" / experiment / f"seed-{seed}"
+    def log_link(self, experiment: str, seed: int, smoke: bool = False) -> Path:
+        return self.root / "logs" / ("smoke" if smoke else "") / experiment / f"seed-{seed}"
 
     def _link_logs(self, record: Record) -> None:
-        link = self.log_link(record.experiment, record.seed)
+        link = self.log_link(record.experiment, record.seed, record.smoke)
         link.parent.mkdir(parents=True, exist_ok=True)
         tmp = link.with_name(f".{link.name}.tmp")
         tmp.unlink(missing_ok=True)
@@ -147,26 +150,50 @@ def _run(command: list[str]) -> str | None:
     return done.stdout if done.returncode == 0 else None
 
 
-def slurm_states(job_ids: list[str]) -> dict[str, str]:
-    """SLURM state per job id ('123' or array task '123_4'): squeue for live jobs, then sacct."""
+def slurm_states(job_ids: list[str]) -> dict[str, tuple[str, str, str]]:
+    """(SLURM state, detail, partition) per job id ('123' or array task '123_4'): squeue's state, reason
+    and partition for live jobs, then sacct's state for ended ones (detail "never started" when it never ran)."""
     if not job_ids or shutil.which("squeue") is None:
         return {}
-    states: dict[str, str] = {}
+    states: dict[str, tuple[str, str, str]] = {}
     # -r: one line per array task, so pending tasks show as 123_4 and not 123_[4-9]
-    queue = _run(["squeue", "-h", "-r", "-o", "%i|%T", "-u", _user()])
+    queue = _run(["squeue", "-h", "-r", "-o", "%i|%T|%P|%r", "-u", _user()])
     if queue is None:
-        return {j: NO_ANSWER for j in job_ids}
+        return {j: (NO_ANSWER, "", "") for j in job_ids}
     for line in queue.splitlines():
-        job_id, _, state = line.partition("|")
-        states[job_id.strip()] = state.strip()
+        job_id, state, partition, reason = (line.split("|", 3) + ["", "", ""])[:4]
+        states[job_id.strip()] = (state.strip(), reason.strip(), partition.strip())
     rest = [j for j in job_ids if j not in states]
     if rest and shutil.which("sacct"):
-        acct = _run(["sacct", "-n", "-P", "-X", "-o", "JobID,State", "-j", ",".join(rest)])
+        acct = _run(["sacct", "-n", "-P", "-X", "-o", "JobID,State,Start", "-j", ",".join(_arrays(rest))])
         for line in (acct or "").splitlines():
-            job_id, _, state = line.partition("|")
-            if job_id in rest:
-                states[job_id] = state.split()[0] if state else "UNKNOWN"   # "CANCELLED by 0"
+            job_id, state, start = (line.split("|") + ["", ""])[:3]
+            detail = "never started" if start in ("None", "Unknown") else ""
+            state = state.split()[0] if state else "UNKNOWN"    # "CANCELLED by 0"
+            # squeue is the authority on live jobs: a task it does not list has ended (sacct lags, and an
+            # array's pending line still covers tasks cancelled since)
+            state = "ENDED" if state in LIVE else state
+            for task in _expand(job_id):
+                states.setdefault(task, (state, detail, ""))
     return {j: states[j] for j in job_ids if j in states}
+
+
+def _arrays(job_ids: list[str]) -> list[str]:
+    """Ask sacct for whole arrays: tasks cancelled while pending exist only in the array's line."""
+    return sorted({j.split("_")[0] for j in job_ids})
+
+
+def _expand(job_id: str) -> list[str]:
+    """sacct's '123_[1-3,5%2]' -> ['123_1', '123_2', '123_3', '123_5']; other ids as they are."""
+    match = re.fullmatch(r"(\d+)_\[([^\]]+)\]", job_id)
+    if not match:
+        return [job_id]
+    tasks = []
+    for part in match.group(2).split("%")[0].split(","):
+        low, _, high = part.partition("-")
+        if low.isdigit() and (not high or high.isdigit()):
+            tasks += [f"{match.group(1)}_{i}" for i in range(int(low), int(high or low) + 1)]
+    return tasks
 
 
 def local_states(records: list[Record]) -> dict[str, str]:
@@ -175,7 +202,7 @@ def local_states(records: list[Record]) -> dict[str, str]:
     for record in records:
         cmdline = Path(f"/proc/{record.job_id}/cmdline")
         alive = record.job_id.isdigit() and cmdline.exists() and b"submitit" in cmdline.read_bytes()
-        states[record.job_id] = "RUNNING" if alive else "FINISHED"
+        states[record.job_id] = ("RUNNING" if alive else "FINISHED", "", "")
     return states
 
 
@@ -184,29 +211,36 @@ def _user() -> str:
     return getpass.getuser()
 
 
-def scheduler_states(records: list[Record]) -> dict[str, str]:
+def scheduler_states(records: list[Record]) -> dict[str, tuple[str, str, str]]:
     slurm = [r.job_id for r in records if r.cluster == "slurm"]
     states = slurm_states(slurm)
     states.update(local_states([r for r in records if r.cluster == "local"]))
     return states
 
 
-def job_state(record: Record, scheduler_state: str | None) -> tuple[str, str]:
+def job_state(record: Record, scheduler: tuple[str, str, str] | None) -> tuple[str, str]:
     """(state, detail) of a submitted run whose metrics.json is not (yet) there.
 
-    state: pending | running | failed | missing | unknown; detail: the SLURM state, or the traceback
-    of a failed run.
+    state: pending | blocked | running | failed | missing | unknown; detail: the scheduler's reason,
+    the traceback of a failed run, or what became of a job that never ran.
     """
-    if scheduler_state in LIVE:
-        return LIVE[scheduler_state], scheduler_state
+    state, reason, partition = scheduler or (None, "", "")
+    if state in LIVE:
+        if LIVE[state] == "pending":
+            from jobs.slurm_site import classify
+            return classify(reason if state == "PENDING" else state, partition, record.profile_path)
+        return LIVE[state], state
     outcome = job_result(record)
     if outcome and outcome[0] == "error":
         return "failed", outcome[1]
     if outcome and outcome[0] == "success":
         return "missing", f"job {record.job_id} succeeded but its metrics.json is gone (deleted?)"
-    if scheduler_state == NO_ANSWER:
+    if state == NO_ANSWER:
         return "unknown", "the scheduler did not answer (squeue/sacct); try again"
-    if scheduler_state is None:
-        return "failed", (f"job {record.job_id} is unknown to the scheduler and left no result; "
-                          f"see {record.stderr}")
-    return "failed", f"job {record.job_id} ended {scheduler_state} without a result; see {record.stderr}"
+    if not record.stdout.exists() and (state is None or reason == "never started" or state == "CANCELLED"):
+        # nothing ran, so there is no log to point to (tasks cancelled while pending leave no trace)
+        return "missing", f"job {record.job_id} was cancelled before it started: nothing ran"
+    if state is None:
+        return "failed", f"job {record.job_id} is unknown to the scheduler and left no result; log: {record.stderr}"
+    ended = {"ENDED": "ended", "CANCELLED": "was cancelled while running"}.get(state, f"ended {state}")
+    return "failed", f"job {record.job_id} {ended} without a result; log: {record.stderr}"

@@ -22,9 +22,11 @@ PROFILE_DIR = REPO_ROOT / "slurm" / "profiles"
 
 # The schema: every key a profile may set, with its default (the comments live in the profile files).
 DEFAULTS: dict[str, Any] = {
-    "slurm": {"partition": None, "account": None, "qos": None, "gpus_per_node": 0, "cpus_per_task": 1,
-              "mem_gb": 4.0, "timeout_min": 60, "signal_delay_s": 90, "array_parallelism": 16,
-              "max_num_timeout": 3, "constraint": None, "setup": [], "additional_parameters": {}},
+    "slurm": {"partition": None, "account": None, "qos": None, "gpus_per_node": 0, "gpu_type": None,
+              "gpu_flag": "gpus-per-node", "allow_cpu": False, "cpus_per_task": 1, "mem_gb": 4.0,
+              "timeout_min": 60, "signal_delay_s": 90, "array_parallelism": 16, "max_num_timeout": 3,
+              "constraint": None, "reservation": None, "exclusive": False, "mail_type": None,
+              "mail_user": None, "job_name_prefix": "hw5", "setup": [], "additional_parameters": {}},
     "container": {"kind": "none", "image": None, "mounts": [], "workdir": None, "python": None,
                   "extra_args": []},
     "python": None,
@@ -33,13 +35,16 @@ DEFAULTS: dict[str, Any] = {
 }
 # Allowed types per key (None is allowed where the default is None).
 TYPES: dict[str, Any] = {
-    "partition": str, "account": str, "qos": str, "gpus_per_node": int, "cpus_per_task": int,
-    "mem_gb": (int, float), "timeout_min": int, "signal_delay_s": int, "array_parallelism": int,
-    "max_num_timeout": int, "constraint": str, "setup": list, "additional_parameters": dict,
+    "partition": str, "account": str, "qos": str, "gpus_per_node": int, "gpu_type": str, "gpu_flag": str,
+    "allow_cpu": bool, "cpus_per_task": int, "mem_gb": (int, float), "timeout_min": int,
+    "signal_delay_s": int, "array_parallelism": int, "max_num_timeout": int, "constraint": str,
+    "reservation": str, "exclusive": bool, "mail_type": str, "mail_user": str, "job_name_prefix": str,
+    "setup": list, "additional_parameters": dict,
     "kind": str, "image": str, "mounts": list, "workdir": str, "extra_args": list,
     "python": str, "env": dict, "max_parallel": int,
 }
 CONTAINER_KINDS = ("none", "pyxis", "apptainer")
+GPU_FLAGS = ("gpus-per-node", "gres", "gpus")   # how the GPU request is spelled to sbatch
 
 
 class ProfileError(ValueError):
@@ -84,12 +89,30 @@ def load_profile(name_or_path: str) -> Profile:
         raise ProfileError(f"{path}: container.kind is '{kind}', expected one of {', '.join(CONTAINER_KINDS)}")
     if kind != "none" and not merged["container"]["image"]:
         raise ProfileError(f"{path}: container.kind '{kind}' needs container.image (an image file or URI)")
-    for key in ("timeout_min", "cpus_per_task", "array_parallelism"):
-        if merged["slurm"][key] < 1:
-            raise ProfileError(f"{path}: slurm.{key} must be >= 1")
+    _check_slurm(path, merged["slurm"])
     if merged["local"]["max_parallel"] < 1:
         raise ProfileError(f"{path}: local.max_parallel must be >= 1")
-    return Profile(name=path.stem, path=path, **merged)
+    return Profile(name=path.stem, path=path.resolve(), **merged)
+
+
+def _check_slurm(path: Path, s: dict) -> None:
+    for key in ("timeout_min", "cpus_per_task", "array_parallelism"):
+        if s[key] < 1:
+            raise ProfileError(f"{path}: slurm.{key} must be >= 1")
+    for key in ("gpus_per_node", "signal_delay_s", "max_num_timeout"):
+        if s[key] < 0:
+            raise ProfileError(f"{path}: slurm.{key} must be >= 0")
+    if s["signal_delay_s"] >= s["timeout_min"] * 60:
+        raise ProfileError(f"{path}: slurm.signal_delay_s ({s['signal_delay_s']} s) must be shorter than the time "
+                           f"limit slurm.timeout_min ({s['timeout_min']} min = {s['timeout_min'] * 60} s), or USR2 "
+                           f"(checkpoint and requeue) is due before any training; e.g. signal_delay_s: "
+                           f"{min(120, s['timeout_min'] * 15)}")
+    if s["gpu_flag"] not in GPU_FLAGS:
+        raise ProfileError(f"{path}: slurm.gpu_flag is '{s['gpu_flag']}', expected one of {', '.join(GPU_FLAGS)}")
+    if s["gpu_type"] and not s["gpus_per_node"]:
+        raise ProfileError(f"{path}: slurm.gpu_type '{s['gpu_type']}' needs slurm.gpus_per_node >= 1")
+    if not s["job_name_prefix"]:
+        raise ProfileError(f"{path}: slurm.job_name_prefix must not be empty (jobs are named <prefix>-<exp>-s<seeds>)")
 
 
 def _merge(path: Path, where: str, defaults: dict, data: Any) -> dict:
@@ -105,7 +128,7 @@ def _merge(path: Path, where: str, defaults: dict, data: Any) -> dict:
             defaults[key] = _merge(path, f"{here}.", defaults[key], value or {})
             continue
         want = TYPES[key]
-        if value is not None and (not isinstance(value, want) or isinstance(value, bool) and want is int):
+        if value is not None and (not isinstance(value, want) or isinstance(value, bool) and want is not bool):
             name = want.__name__ if isinstance(want, type) else "number"
             raise ProfileError(f"{path}: {here} must be {name}, got {value!r}")
         defaults[key] = value if value is not None else defaults[key]
@@ -114,7 +137,8 @@ def _merge(path: Path, where: str, defaults: dict, data: Any) -> dict:
 
 def job_environment(profile: Profile, repo_root: Path) -> dict[str, str]:
     """Variables every job exports: the repo importable, plus the profile's env (e.g. hub offline)."""
-    env = {"PYTHONPATH": f"{repo_root}${{PYTHONPATH:+:$PYTHONPATH}}"}
+    # the checkout is quoted (a path with a space or ';' stays one word); the expansion stays live
+    env = {"PYTHONPATH": shlex.quote(str(repo_root)) + '"${PYTHONPATH:+:$PYTHONPATH}"'}
     env.update({str(k): str(v) for k, v in profile.env.items()})
     return env
 
@@ -123,7 +147,7 @@ def setup_lines(profile: Profile, repo_root: Path) -> list[str]:
     """Shell lines run before the job's python starts (in sbatch, or the local executor's shell)."""
     lines = [str(line) for line in profile.slurm["setup"]]
     for key, value in job_environment(profile, repo_root).items():
-        # PYTHONPATH keeps its ${...} expansion; profile values are quoted literally
+        # PYTHONPATH is quoted above with its ${...} expansion; profile values are quoted literally
         rhs = value if key == "PYTHONPATH" else shlex.quote(value)
         lines.append(f"export {key}={rhs}")
     return lines
@@ -173,19 +197,48 @@ def executor_settings(profile: Profile, cluster: str, shared_paths: list[Path],
               "mem_gb": s["mem_gb"], "slurm_signal_delay_s": s["signal_delay_s"],
               "slurm_array_parallelism": s["array_parallelism"], "slurm_setup": setup,
               "slurm_srun_args": srun_args(profile, shared_paths, repo_root)}
-    if s["gpus_per_node"]:
-        params["gpus_per_node"] = s["gpus_per_node"]
-    for key in ("partition", "account", "qos", "constraint"):
+    extra = dict(gpu_request(s))
+    for key in ("partition", "account", "qos", "constraint", "mail_type", "mail_user"):
         if s[key]:
             params[f"slurm_{key}"] = s[key]
-    if s["additional_parameters"]:
-        params["slurm_additional_parameters"] = dict(s["additional_parameters"])
+    if s["exclusive"]:
+        params["slurm_exclusive"] = True
+    if s["reservation"]:
+        extra["reservation"] = s["reservation"]
+    extra.update(s["additional_parameters"])   # sbatch options by name, '_' for '-': {nodelist: n1}
+    if extra:
+        params["slurm_additional_parameters"] = extra
     return {"slurm_python": python, "slurm_max_num_timeout": s["max_num_timeout"]}, params
+
+
+def gpu_request(s: dict) -> dict:
+    """The GPU request as sbatch spells it on this site: --gpus-per-node, --gres or --gpus."""
+    if not s["gpus_per_node"]:
+        return {}
+    typed = f"{s['gpu_type']}:{s['gpus_per_node']}" if s["gpu_type"] else str(s["gpus_per_node"])
+    flag = s["gpu_flag"]
+    return {"gres": f"gpu:{typed}"} if flag == "gres" else {flag.replace("-", "_"): typed}
+
+
+def wants_gpu(profile: Profile) -> bool:
+    return bool(profile.slurm["gpus_per_node"])
+
+
+def job_name(profile: Profile, experiment: str, seeds: list[int]) -> str:
+    """<prefix>-<exp>-s<seeds>: squeue and sacct say which runs an array holds (s0-4, s1,3, s2)."""
+    return f"{profile.slurm['job_name_prefix']}-{experiment}-s{compact_seeds(seeds)}"
+
+
+def compact_seeds(seeds: list[int]) -> str:
+    ordered = sorted(set(seeds))
+    if len(ordered) > 2 and ordered == list(range(ordered[0], ordered[-1] + 1)):
+        return f"{ordered[0]}-{ordered[-1]}"
+    return ",".join(map(str, ordered))
 
 
 def make_executor(profile: Profile, cluster: str, folder: Path, shared_paths: list[Path]):
     import submitit   # only the launcher needs it; `--help` and profile checks work without
     ctor, params = executor_settings(profile, cluster, shared_paths)
     executor = submitit.AutoExecutor(folder=folder, cluster=cluster, **ctor)
-    executor.update_parameters(name="hw5", **params)
+    executor.update_parameters(name=profile.slurm["job_name_prefix"], **params)
     return executor

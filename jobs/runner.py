@@ -2,39 +2,117 @@
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 from jobs import ledger as ledger_mod
 from jobs.job import Job, RunSpec
 from jobs.ledger import Ledger, Record, now_iso
-from jobs.profiles import Profile, make_executor
+from jobs.profiles import Profile, job_name, make_executor
 
 POLL_S = 2.0            # how often the local runner looks at its processes
 HEARTBEAT_S = 60.0      # a "still running" line at least this often
 WAIT_POLL_S = 10.0      # --wait on SLURM: squeue/sacct at most this often
 
 
-def _record(spec: RunSpec, job, hashes: dict, cluster: str, profile: Profile) -> Record:
-    return Record(spec.experiment, spec.seed, spec.smoke, hashes[(spec.experiment, spec.seed, spec.smoke)],
-                  str(job.job_id), cluster, str(job.paths.folder), now_iso(), profile.name)
+def _record(spec: RunSpec, job, key, cluster: str, profile: Profile) -> Record:
+    return Record(spec.experiment, spec.seed, spec.smoke, key.config_hash, str(job.job_id), cluster,
+                  str(job.paths.folder), now_iso(), profile.name, str(profile.path), key.data)
 
 
-def submit_to_slurm(specs: list[RunSpec], hashes: dict, profile: Profile, ledger: Ledger,
-                    shared: list[Path]) -> None:
-    """One job array for all runs (executor.batch()); records them; does not wait."""
+class SubmissionRefused(Exception):
+    """sbatch said no; str() is its message with what to change."""
+
+
+@dataclass
+class Array:
+    """One sbatch submission: the runs of one experiment, as a job array (or one job)."""
+    name: str
+    specs: list[RunSpec]
+    parallelism: int = 1   # its tasks running at once: its share of the profile's array_parallelism
+    script: str = ""       # the exact sbatch file submitit will submit
+
+
+def plan_arrays(specs: list[RunSpec], profile: Profile, ledger: Ledger, shared: list[Path]) -> list[Array]:
+    """Group the runs by experiment (one array each) and render each array's sbatch script."""
     executor = make_executor(profile, "slurm", ledger.submitit_folder, shared)
-    try:
-        with executor.batch():
-            jobs = [executor.submit(Job(spec)) for spec in specs]
-    except Exception as exc:   # sbatch's own message (bad partition, account, ...) is the useful part
-        raise SystemExit(f"error: sbatch refused the submission ({profile.path}):\n{exc}") from None
-    ledger.add([_record(spec, job, hashes, "slurm", profile) for spec, job in zip(specs, jobs)])
-    array = str(jobs[0].job_id).split("_")[0]
-    print(f"submitted {len(jobs)} run(s) as SLURM job {array} ({jobs[0].job_id} .. {jobs[-1].job_id}), "
-          f"at most {profile.slurm['array_parallelism']} at once")
-    for spec, job in zip(specs, jobs):
-        print(f"  {job.job_id:<12} {spec.name}")
-    print(f"logs: {ledger.root / 'logs'}/<experiment>/seed-<n>/   state: python jobs/launch.py --status")
+    groups: dict[str, list[RunSpec]] = {}
+    for spec in specs:
+        groups.setdefault(spec.experiment, []).append(spec)
+    arrays = []
+    shares = parallelism_shares(profile.slurm["array_parallelism"], [len(g) for g in groups.values()])
+    for (experiment, group), share in zip(groups.items(), shares):
+        name = job_name(profile, experiment, [s.seed for s in group])
+        arrays.append(Array(name, group, share, sbatch_script(executor, name, len(group), share)))
+    return arrays
+
+
+def parallelism_shares(total: int, sizes: list[int]) -> list[int]:
+    """Split the profile's array_parallelism over the arrays (at least 1 each), so that all arrays
+    together run about as many tasks at once as one array of the whole grid would."""
+    shares = [1] * len(sizes)
+    spare = total - len(sizes)
+    while spare > 0 and any(share < size for share, size in zip(shares, sizes)):
+        for i, size in enumerate(sizes):
+            if spare > 0 and shares[i] < size:
+                shares[i] += 1
+                spare -= 1
+    return shares
+
+
+def sbatch_script(executor, name: str, tasks: int, parallelism: int) -> str:
+    """What submitit writes for this array (its private renderer: the request shown is the one sent)."""
+    from submitit.slurm.slurm import _make_sbatch_string
+    inner = executor._executor
+    params = {**inner.parameters, "job_name": name, "array_parallelism": parallelism}
+    return _make_sbatch_string(command=inner._submitit_command_str, folder=inner.folder,
+                               map_count=tasks if tasks > 1 else None, **params)
+
+
+def sbatch_request(script: str) -> list[str]:
+    """The #SBATCH lines of a script, as `--key=value` (what is asked of sbatch)."""
+    return [line.split(None, 1)[1] for line in script.splitlines() if line.startswith("#SBATCH ")]
+
+
+def submit_to_slurm(arrays: list[Array], keys: dict, profile: Profile, ledger: Ledger,
+                    shared: list[Path]) -> None:
+    """Submit each array (recorded as soon as sbatch accepts it); does not wait."""
+    executor = make_executor(profile, "slurm", ledger.submitit_folder, shared)
+    for array in arrays:
+        executor.update_parameters(name=array.name, slurm_array_parallelism=array.parallelism)
+        before = _loose_files(ledger)
+        try:
+            with executor.batch():
+                jobs = [executor.submit(Job(spec)) for spec in array.specs]
+        except Exception as exc:   # sbatch's own message (bad partition, account, ...) is the useful part
+            _remove_new_files(ledger, before)   # a refused submission leaves no pickles behind
+            from jobs.slurm_site import refusal_hint
+            text = " ".join(str(exc).split())
+            raise SubmissionRefused(f"sbatch refused {array.name} ({profile.path}): {text}"
+                                    + refusal_hint(text, profile.path)) from None
+        ledger.add([_record(spec, job, keys[_key(spec)], "slurm", profile) for spec, job in zip(array.specs, jobs)])
+        first = str(jobs[0].job_id).split("_")[0]
+        print(f"submitted {array.name}: {len(jobs)} run(s) as SLURM job {first}"
+              + (f" ({jobs[0].job_id} .. {jobs[-1].job_id}), at most {array.parallelism} at once"
+                 if len(jobs) > 1 else ""))
+        for spec, job in zip(array.specs, jobs):
+            print(f"  {job.job_id:<12} {spec.name}")
+    smoke = "smoke/" if arrays and arrays[0].specs[0].smoke else ""
+    print(f"logs: {ledger.root / 'logs'}/{smoke}<experiment>/seed-<n>/   state: python jobs/launch.py --status")
+
+
+def _key(spec: RunSpec) -> tuple:
+    return (spec.experiment, spec.seed, spec.smoke)
+
+
+def _loose_files(ledger: Ledger) -> set[Path]:
+    folder = ledger.submitit_folder.parent      # where submitit stages pickles and sbatch files
+    return {p for p in folder.iterdir() if p.is_file()} if folder.is_dir() else set()
+
+
+def _remove_new_files(ledger: Ledger, before: set[Path]) -> None:
+    for path in _loose_files(ledger) - before:
+        path.unlink(missing_ok=True)
 
 
 class _LogFollower:
@@ -56,7 +134,7 @@ class _LogFollower:
                 print(f"  [{self.name}] {line}", flush=True)
 
 
-def run_locally(specs: list[RunSpec], hashes: dict, profile: Profile, ledger: Ledger,
+def run_locally(specs: list[RunSpec], keys: dict, profile: Profile, ledger: Ledger,
                 shared: list[Path]) -> int:
     """Local processes, at most profile.local.max_parallel at once; waits and summarises."""
     executor = make_executor(profile, "local", ledger.submitit_folder, shared)
@@ -67,7 +145,7 @@ def run_locally(specs: list[RunSpec], hashes: dict, profile: Profile, ledger: Le
         while queue and len(running) < limit:
             spec = queue.pop(0)
             job = executor.submit(Job(spec))
-            record = _record(spec, job, hashes, "local", profile)
+            record = _record(spec, job, keys[_key(spec)], "local", profile)
             ledger.add([record])
             running[spec] = (job, record, _LogFollower(spec.name, record.stdout), time.time())
             print(f"started {spec.name} (local job {job.job_id}; log {record.stdout})", flush=True)
@@ -97,7 +175,7 @@ def _report_local(spec: RunSpec, record: Record, seconds: float) -> bool:
     return False
 
 
-def run_in_process(specs: list[RunSpec], hashes: dict, profile: Profile, ledger: Ledger,
+def run_in_process(specs: list[RunSpec], keys: dict, profile: Profile, ledger: Ledger,
                    shared: list[Path]) -> int:
     """submitit's DebugExecutor: every run in this process, one after the other (pdb on errors)."""
     executor = make_executor(profile, "debug", ledger.submitit_folder, shared)
@@ -112,16 +190,28 @@ def run_in_process(specs: list[RunSpec], hashes: dict, profile: Profile, ledger:
     return 1 if failed else 0
 
 
-def wait_for_runs(refresh, show) -> int:
-    """--wait: poll states until nothing is pending or running; 1 if a run failed."""
+LIVE_STATES = ("pending", "running", "unknown")   # states that may still change by waiting
+
+
+def progress_line(runs) -> str:
+    """'17/50 done, 3 running, 2 blocked' (the states present, in a fixed order)."""
+    order = ("running", "pending", "blocked", "failed", "stale", "corrupt", "partial", "missing", "unknown")
+    counts = {s: sum(r.state == s for r in runs) for s in order}
+    done = sum(r.state == "done" for r in runs)
+    return f"{done}/{len(runs)} done" + "".join(f", {n} {s}" for s, n in counts.items() if n)
+
+
+def wait_for_runs(refresh, show, poll_s: float = WAIT_POLL_S) -> int:
+    """--wait / --watch: refresh until nothing is pending, running or unknown, printing a progress line
+    when it changes; 0 when every run is done, else 1 (blocked runs end the wait: they never start)."""
     last = None
     while True:
         runs = refresh()
-        counts = {s: sum(r.state == s for r in runs) for s in ("pending", "running", "done", "failed")}
-        if counts != last:
-            print(time.strftime("%H:%M:%S ") + ", ".join(f"{n} {s}" for s, n in counts.items()), flush=True)
-            last = counts
-        if not counts["pending"] and not counts["running"]:
+        line = progress_line(runs)
+        if line != last:
+            print(time.strftime("%H:%M:%S ") + line, flush=True)
+            last = line
+        if not any(r.state in LIVE_STATES for r in runs):
             show(runs)
-            return 1 if counts["failed"] else 0
-        time.sleep(WAIT_POLL_S)
+            return 0 if all(r.state == "done" for r in runs) else 1
+        time.sleep(poll_s)

@@ -4,6 +4,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -45,6 +46,22 @@ def scratch_dir(prefix: str):
         yield path
     finally:
         shutil.rmtree(path, ignore_errors=True)
+
+
+def slurm_problem(env: dict | None = None) -> str | None:
+    """None when the cluster of env's SLURM_CONF answers (controller and accounting); else why not."""
+    if shutil.which("sbatch") is None:
+        return "sbatch not found"
+    try:
+        ping = subprocess.run(["scontrol", "ping"], capture_output=True, text=True, timeout=15, env=env)
+        acct = subprocess.run(["sacct", "-n", "-X", "-S", "now"], capture_output=True, text=True, timeout=15, env=env)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return f"scontrol/sacct did not answer ({exc})"
+    if " is UP" not in ping.stdout:
+        return f"slurmctld is not up ({ping.stdout.strip() or ping.stderr.strip()})"
+    if acct.returncode != 0:
+        return f"sacct fails (slurmdbd down?): {acct.stderr.strip()}"
+    return None
 
 
 def launcher_env(cache_dir: Path, data_dir: Path) -> dict:
@@ -93,9 +110,29 @@ def job_log(record: dict) -> str:
     return path.read_text(errors="replace") if path.exists() else ""
 
 
-def metrics(results: Path, experiment: str, seed: int) -> dict | None:
-    path = results / experiment / f"seed-{seed}" / "metrics.json"
+def metrics(results: Path, experiment: str, seed: int, smoke: bool = True) -> dict | None:
+    """A run's metrics.json (the launcher tests run smoke runs: results/smoke/<exp>/seed-<n>/)."""
+    path = results / ("smoke" if smoke else "") / experiment / f"seed-{seed}" / "metrics.json"
     return json.loads(path.read_text()) if path.exists() else None
+
+
+def write_profile(path: Path, base: str = "local", **slurm) -> Path:
+    """A shipped profile with some slurm keys replaced (None values written as null)."""
+    profile = yaml.safe_load((REPO / "slurm" / "profiles" / f"{base}.yaml").read_text(encoding="utf-8"))
+    profile["slurm"].update(slurm)
+    path.write_text(yaml.safe_dump(profile, sort_keys=False), encoding="utf-8")
+    return path
+
+
+def status_rows(output: str) -> dict[tuple, tuple[str, str]]:
+    """{(experiment, seed): (state, detail)} from a `--status` / `--wait` table."""
+    rows = {}
+    states = "done|stale|corrupt|partial|missing|pending|blocked|running|failed|unknown"
+    for line in output.splitlines():
+        m = re.match(rf"^(\S+)\s+(\d+)\s+({states})\s+\S+\s+\S+\s*(.*)$", line)
+        if m:
+            rows[(m.group(1), int(m.group(2)))] = (m.group(3), m.group(4).strip())
+    return rows
 
 
 def comparable(m: dict) -> dict[str, float]:

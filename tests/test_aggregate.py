@@ -17,7 +17,9 @@ from PIL import Image
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 import aggregate  # noqa: E402
-from hw5_report.runs import Run, reference_hash  # noqa: E402
+from hw5.config import config_hash, resolve_config  # noqa: E402
+from hw5.contract import data_fingerprint  # noqa: E402
+from hw5_report.runs import Run, newest_hash  # noqa: E402
 
 FIXTURES = REPO / "tests" / "fixtures" / "aggregate"
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -25,19 +27,29 @@ T_975_DF2 = 4.302652729911275   # Student t 97.5% quantile, 2 degrees of freedom
 T_975_DF1 = 12.706204736174707  # ... 1 degree of freedom
 
 
-def make_run(results: Path, experiment: str, seed: int, **values) -> Path:
+@pytest.fixture(autouse=True)
+def _no_data_here(tmp_path, monkeypatch):
+    """The hand-made runs record no data fingerprint: judge them by config, as on a laptop without the
+    data (tests that compare fingerprints pass --data-dir)."""
+    monkeypatch.setenv("HW5_DATA_DIR", str(tmp_path / "no-data"))
+
+
+def make_run(results: Path, experiment: str, seed: int, grid: Path | None = None, **values) -> Path:
     """Copy the hand-made example of the experiment's task, set its identity and `values`, whose keys
-    are paths into metrics.json with '__' between levels (test__accuracy=0.8)."""
+    are paths into metrics.json with '__' between levels (test__accuracy=0.8). With `grid`, the run
+    carries the config hash that grid gives the experiment now (a current run) unless values set one."""
     task = experiment.split("-")[0]
     metrics = copy.deepcopy(json.loads((FIXTURES / f"{task}_metrics.json").read_text()))
     metrics.update(experiment=experiment, seed=seed)
+    if grid is not None and "config_hash" not in values:
+        values["config_hash"] = config_hash(resolve_config(experiment, values.get("smoke", False), grid))
     for dotted, value in values.items():
         *parents, leaf = dotted.split("__")
         node = metrics
         for key in parents:
             node = node[key]
         node[leaf] = value
-    path = results / experiment / f"seed-{seed}" / "metrics.json"
+    path = results / ("smoke" if metrics["smoke"] else "") / experiment / f"seed-{seed}" / "metrics.json"
     path.parent.mkdir(parents=True)
     path.write_text(json.dumps(metrics))
     return path
@@ -56,32 +68,33 @@ STUDY = ["nli-full", "nli-freeze9", "ser-mean", "ser-noweight", "ser-fixedpad"]
 def build_study(root: Path) -> tuple[Path, Path]:
     """3 seeds; nli complete; ser-noweight seed 2 stale; ser-fixedpad seed 1 partial, seed 2 missing."""
     results = root / "results"
+    grid = write_grid(root / "experiments.yaml", STUDY, [0, 1, 2])
     for seed, acc in enumerate((0.80, 0.82, 0.84)):
-        make_run(results, "nli-full", seed, test__accuracy=acc, config_hash="aaaa0001")
+        make_run(results, "nli-full", seed, grid, test__accuracy=acc)
     for seed, acc in enumerate((0.78, 0.81, 0.81)):
-        make_run(results, "nli-freeze9", seed, test__accuracy=acc, config_hash="aaaa0002",
+        make_run(results, "nli-freeze9", seed, grid, test__accuracy=acc,
                  config__description="freeze layers 1-9", config__freeze_first_layers=9)
     for seed, uar in enumerate((0.60, 0.66, 0.69)):
-        make_run(results, "ser-mean", seed, test__uar=uar, config_hash="bbbb0001")
-    make_run(results, "ser-noweight", 0, test__uar=0.50, config_hash="bbbb0002")
-    make_run(results, "ser-noweight", 1, test__uar=0.57, config_hash="bbbb0002")
+        make_run(results, "ser-mean", seed, grid, test__uar=uar)
+    make_run(results, "ser-noweight", 0, grid, test__uar=0.50)
+    make_run(results, "ser-noweight", 1, grid, test__uar=0.57)
     make_run(results, "ser-noweight", 2, test__uar=0.99, config_hash="ffff9999",
-             provenance={"finished": "2030-01-01T00:00:00+00:00"})  # newest, but the odd one out
-    make_run(results, "ser-fixedpad", 0, test__uar=0.61, config_hash="bbbb0003")
+             provenance={"finished": "2030-01-01T00:00:00+00:00"})  # newest, but from another config
+    make_run(results, "ser-fixedpad", 0, grid, test__uar=0.61)
     (results / "ser-fixedpad" / "seed-1").mkdir()  # started, never finished
     stats = results / "stats"
     stats.mkdir()
     (stats / "nli_lengths.md").write_text("# Pair lengths\n\n| split | mean |\n|---|---|\n| train | 77 |\n\n"
                                           "![lengths](nli_lengths.png)\n")
     Image.new("RGB", (8, 8), "white").save(stats / "nli_lengths.png")
-    return results, write_grid(root / "experiments.yaml", STUDY, [0, 1, 2])
+    return results, grid
 
 
 @pytest.fixture(scope="module")
 def study(tmp_path_factory):
     root = tmp_path_factory.mktemp("study")
     results, grid = build_study(root)
-    code = aggregate.main(["--results", str(results), "--experiments", str(grid)])
+    code = aggregate.main(["--results", str(results), "--experiments", str(grid), "--data-dir", str(root / "no-data")])
     return results, grid, code
 
 
@@ -121,7 +134,8 @@ def test_stale_hash_is_flagged_and_excluded(study):
     assert ser["ser-noweight"]["uar_mean"] == pytest.approx(0.535)  # the stale 0.99 is not averaged
     assert ser["ser-noweight"]["flags"] == "stale: 2"
     report = (results / "report.md").read_text()
-    assert "ffff9999 differs from its siblings' bbbb0002" in report
+    now = config_hash(resolve_config("ser-noweight", False, study[1]))
+    assert f"made with config ffff9999, the experiments file now gives {now}" in report
 
 
 def test_paired_difference_and_t_interval(study):
@@ -184,11 +198,11 @@ def test_notebook_is_valid_and_embeds_every_figure(study):
 
 def test_corrupt_metrics_is_named_skipped_and_exit_1(tmp_path, capsys):
     results = tmp_path / "results"
-    make_run(results, "nli-full", 0, config_hash="aaaa0001")
-    bad = make_run(results, "nli-full", 1)
-    bad.write_text('{"experiment": "nli-full", "seed": 1, ')  # cut off mid-write
-    make_run(results, "nli-full", 2, test={"accuracy": 0.8})  # schema broken: no macro_f1 ...
     grid = write_grid(tmp_path / "grid.yaml", ["nli-full"], [0, 1, 2])
+    make_run(results, "nli-full", 0, grid)
+    bad = make_run(results, "nli-full", 1, grid)
+    bad.write_text('{"experiment": "nli-full", "seed": 1, ')  # cut off mid-write
+    make_run(results, "nli-full", 2, grid, test={"accuracy": 0.8})  # schema broken: no macro_f1 ...
     assert aggregate.main(["--results", str(results), "--experiments", str(grid)]) == 1
     err = capsys.readouterr()
     assert str(bad) in err.err and "not readable JSON" in err.err
@@ -257,21 +271,73 @@ def test_missing_results_folder_and_bad_grid_exit_2(tmp_path, capsys):
     assert f"{bad}: not valid YAML" in capsys.readouterr().err
     bad.write_text("seeds: [zero]\nexperiments: {nli-full: {task: nli}}\n")
     assert aggregate.main(["--results", str(tmp_path / "results"), "--experiments", str(bad)]) == 2
-    assert "'seeds' (a list of integers)" in capsys.readouterr().err
+    assert "'seeds' must be a list of integers" in capsys.readouterr().err
 
 
-def test_reference_hash_majority_then_newest():
+def test_without_a_grid_the_newest_run_stands_for_the_config():
     def run(h, finished):
         return Run("x", 0, "done", metrics={"config_hash": h, "provenance": {"finished": finished}})
-    assert reference_hash([run("a", "2026-01-02"), run("a", "2026-01-01"), run("b", "2027-01-01")]) == "a"
-    assert reference_hash([run("a", "2026-01-02"), run("b", "2026-01-03")]) == "b"
+    assert newest_hash([run("a", "2026-01-02"), run("a", "2026-01-01"), run("b", "2027-01-01")]) == "b"
+    assert newest_hash([run("a", "2026-01-04"), run("b", "2026-01-03")]) == "a"
+
+
+def test_every_seed_is_judged_against_the_current_yaml_never_by_majority(tmp_path, capsys):
+    """Seeds 1-2 from an old config, seed 4 from the current one: 1-2 are stale, seed 4 is used;
+    when every seed is old, none is averaged."""
+    results = tmp_path / "results"
+    grid = write_grid(tmp_path / "grid.yaml", ["nli-full", "nli-freeze9"], [1, 2, 4])
+    for seed in (1, 2):
+        make_run(results, "nli-full", seed, test__accuracy=0.9, config_hash="0ld0c0f9")
+    make_run(results, "nli-full", 4, grid, test__accuracy=0.7)
+    for seed in (1, 2, 4):
+        make_run(results, "nli-freeze9", seed, test__accuracy=0.6, config_hash="0ld0c0f9")
+    assert aggregate.main(["--results", str(results), "--experiments", str(grid)]) == 0
+    rows = read_csv_rows(results / "tables" / "nli_summary.csv")
+    assert (rows["nli-full"]["n"], rows["nli-full"]["accuracy_mean"]) == (1, pytest.approx(0.7))
+    assert rows["nli-full"]["flags"] == "stale: 1, 2"
+    assert rows["nli-freeze9"]["n"] == 0 and rows["nli-freeze9"]["flags"] == "stale: 1, 2, 4"
+    out = capsys.readouterr()
+    assert "1/6 runs used" in out.out and "5 stale" in out.out
+    assert "--only nli-full --seeds 1 --force" in out.err
+
+
+def test_data_fingerprints_are_compared_where_the_data_is(tmp_path, data_dir):
+    results = tmp_path / "results"
+    grid = write_grid(tmp_path / "grid.yaml", ["nli-full"], [0, 1, 2])
+    current = data_fingerprint(resolve_config("nli-full", False, grid), data_dir)
+    make_run(results, "nli-full", 0, grid, data=current)
+    make_run(results, "nli-full", 1, grid, data={**current, "digest": "0123456789ab"})
+    make_run(results, "nli-full", 2, grid)   # no fingerprint: made by an older hw5
+    argv = ["--results", str(results), "--experiments", str(grid)]
+    assert aggregate.main([*argv, "--data-dir", str(data_dir)]) == 0
+    assert read_csv_rows(results / "tables" / "nli_summary.csv")["nli-full"]["flags"] == "stale: 1, 2"
+    report = (results / "report.md").read_text()
+    assert f"made on data 0123456789ab, the data here is now {current['digest']}" in report
+    assert "records no data fingerprint" in report and "the data fingerprint (data found here" in report
+    assert aggregate.main([*argv, "--data-dir", str(tmp_path / "elsewhere")]) == 0   # no data here: config only
+    assert read_csv_rows(results / "tables" / "nli_summary.csv")["nli-full"]["n"] == 3
+    assert "config hash only (the data is not here" in (results / "report.md").read_text()
+
+
+def test_smoke_runs_have_their_own_tree_and_report(tmp_path):
+    results = tmp_path / "results"
+    grid = write_grid(tmp_path / "grid.yaml", ["nli-full"], [0])
+    make_run(results, "nli-full", 0, grid, test__accuracy=0.8)
+    smoke = make_run(results, "nli-full", 0, grid, smoke=True, test__accuracy=0.4)
+    assert smoke == results / "smoke" / "nli-full" / "seed-0" / "metrics.json"
+    assert aggregate.main(["--results", str(results), "--experiments", str(grid)]) == 0
+    assert aggregate.main(["--results", str(results), "--experiments", str(grid), "--smoke"]) == 0
+    full = read_csv_rows(results / "tables" / "nli_summary.csv")["nli-full"]
+    tiny = read_csv_rows(results / "smoke" / "tables" / "nli_summary.csv")["nli-full"]
+    assert (full["accuracy_mean"], tiny["accuracy_mean"]) == (pytest.approx(0.8), pytest.approx(0.4))
+    assert "Smoke runs" in (results / "smoke" / "report.md").read_text()
 
 
 def test_cli_help_and_no_torch_import():
-    probe = ("import sys, aggregate; print(sorted(m for m in ('torch', 'hw5') if m in sys.modules)); "
+    probe = ("import sys, aggregate; print(sorted(m for m in ('torch', 'hw5.contract') if m in sys.modules)); "
              "aggregate.parse_args(['--help'])")
     out = subprocess.run([sys.executable, "-c", probe], cwd=REPO, capture_output=True, text=True, check=True)
     imported, help_text = out.stdout.split("\n", 1)
-    assert imported == "[]"
+    assert imported == "['hw5.contract']"   # the run contract, torch-free
     for option in ("--results", "--experiments", "--seeds", "Exit status"):
         assert option in help_text

@@ -53,7 +53,7 @@ def summary(out: Path) -> dict:
 
 
 def metrics(out: Path, results: str, experiment: str) -> dict:
-    return json.loads((out / results / experiment / "seed-0" / "metrics.json").read_text())
+    return json.loads((out / results / "smoke" / experiment / "seed-0" / "metrics.json").read_text())
 
 
 def test_image_metadata_names_the_commit_and_a_non_root_user(built):
@@ -78,7 +78,7 @@ def test_smoke_run_writes_metrics_into_the_mounted_results(built):
 
 def test_read_only_run_as_another_uid_writes_its_own_metrics(built):
     ro_uid = summary(built)["ro_uid"]
-    path = built / "results-ro" / "nli-full" / "seed-0" / "metrics.json"
+    path = built / "results-ro" / "smoke" / "nli-full" / "seed-0" / "metrics.json"
     assert path.stat().st_uid == ro_uid  # written by the arbitrary uid, through the read-only image
     rw = metrics(built, "results-rw", "nli-full")
     ro = metrics(built, "results-ro", "nli-full")
@@ -90,7 +90,7 @@ def test_read_only_run_as_another_uid_writes_its_own_metrics(built):
 
 
 def test_ser_smoke_run_when_the_grid_has_ser(built):
-    path = built / "results-rw" / "ser-mean" / "seed-0" / "metrics.json"
+    path = built / "results-rw" / "smoke" / "ser-mean" / "seed-0" / "metrics.json"
     if not (built / "ser_rw.log").exists():
         pytest.skip("ser-mean is not in jobs/experiments.yaml yet")
     m = json.loads(path.read_text())

@@ -5,8 +5,10 @@ from __future__ import annotations
 import os
 import re
 import signal
+import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import yaml
@@ -18,9 +20,12 @@ from launch_support import (BROKEN, REPO, cmdline, comparable, descendants, fars
 
 sys.path.insert(0, str(REPO))
 from jobs import ledger as ledger_mod  # noqa: E402
+from jobs import slurm_site  # noqa: E402
 from jobs.launch import parse_seeds, select_experiments  # noqa: E402
 from jobs.ledger import Ledger, Record  # noqa: E402
-from jobs.profiles import ProfileError, available_profiles, executor_settings, load_profile  # noqa: E402
+from jobs.profiles import (ProfileError, available_profiles, executor_settings, job_name, load_profile,  # noqa: E402
+                           setup_lines)
+from jobs.runner import parallelism_shares, progress_line  # noqa: E402
 
 RUN_TIMEOUT_S = 400     # smoke runs on a busy 2-core machine, with margin
 
@@ -49,7 +54,7 @@ def test_pyxis_profile_runs_python_inside_the_image_with_shared_paths_mounted(tm
     mounts = next(a for a in args if a.startswith("--container-mounts=")).split("=", 1)[1].split(",")
     # results/ lives inside the checkout: one mount covers both
     assert f"{REPO}:{REPO}" in mounts and f"{tmp_path}:{tmp_path}" in mounts and len(mounts) == 3
-    assert params["gpus_per_node"] == 1 and params["slurm_partition"] == "gpu"
+    assert params["slurm_additional_parameters"] == {"gpus_per_node": "1"} and params["slurm_partition"] == "gpu"
 
 
 def test_apptainer_profile_wraps_python_in_apptainer_exec():
@@ -62,7 +67,7 @@ def test_apptainer_profile_wraps_python_in_apptainer_exec():
 def test_local_profile_uses_this_interpreter_and_exports_the_repo():
     ctor, params = executor_settings(load_profile("local"), "slurm", [REPO])
     assert ctor["slurm_python"].strip("'") == sys.executable
-    assert f"export PYTHONPATH={REPO}" in params["slurm_setup"][0]
+    assert params["slurm_setup"][0].startswith(f"export PYTHONPATH={REPO}")
     assert "export HF_HUB_OFFLINE=1" in params["slurm_setup"]
     _, local = executor_settings(load_profile("local"), "local", [REPO])
     assert local["timeout_min"] == 120 and local["local_setup"] == params["slurm_setup"]
@@ -74,6 +79,12 @@ def test_local_profile_uses_this_interpreter_and_exports_the_repo():
     ("container:\n  kind: docker\n", "container.kind is 'docker', expected one of none, pyxis, apptainer"),
     ("container:\n  kind: pyxis\n", "container.kind 'pyxis' needs container.image"),
     ("slurm: [1, 2]\n", "slurm. must be a mapping"),
+    ("slurm:\n  timeout_min: 2\n  signal_delay_s: 120\n",
+     "slurm.signal_delay_s (120 s) must be shorter than the time limit slurm.timeout_min (2 min = 120 s)"),
+    ("slurm:\n  gpu_flag: gpu\n", "slurm.gpu_flag is 'gpu', expected one of gpus-per-node, gres, gpus"),
+    ("slurm:\n  gpu_type: a100\n", "slurm.gpu_type 'a100' needs slurm.gpus_per_node >= 1"),
+    ("slurm:\n  exclusive: 1\n", "slurm.exclusive must be bool, got 1"),
+    ("slurm:\n  job_name_prefix: ''\n", "slurm.job_name_prefix must not be empty"),
 ])
 def test_profile_mistakes_are_one_clear_error_naming_the_file(tmp_path, text, message):
     path = tmp_path / "mine.yaml"
@@ -81,6 +92,41 @@ def test_profile_mistakes_are_one_clear_error_naming_the_file(tmp_path, text, me
     with pytest.raises(ProfileError) as error:
         load_profile(str(path))
     assert str(error.value).startswith(f"{path}: ") and message in str(error.value)
+
+
+@pytest.mark.parametrize("slurm, expected", [
+    ({"gpus_per_node": 2}, {"gpus_per_node": "2"}),
+    ({"gpus_per_node": 1, "gpu_type": "a100"}, {"gpus_per_node": "a100:1"}),
+    ({"gpus_per_node": 1, "gpu_type": "a100", "gpu_flag": "gres"}, {"gres": "gpu:a100:1"}),
+    ({"gpus_per_node": 4, "gpu_flag": "gpus"}, {"gpus": "4"}),
+    ({"reservation": "maint", "additional_parameters": {"nodelist": "n1"}}, {"reservation": "maint", "nodelist": "n1"}),
+])
+def test_gpu_request_reservation_and_extra_options_reach_sbatch(tmp_path, slurm, expected):
+    path = tmp_path / "site.yaml"
+    path.write_text(yaml.safe_dump({"slurm": slurm}))
+    _, params = executor_settings(load_profile(str(path)), "slurm", [REPO])
+    assert params["slurm_additional_parameters"] == expected
+
+
+def test_exclusive_mail_and_job_names_are_profile_keys(tmp_path):
+    path = tmp_path / "site.yaml"
+    path.write_text("slurm:\n  exclusive: true\n  mail_type: END,FAIL\n  mail_user: me@example.org\n"
+                    "  job_name_prefix: thesis\n")
+    profile = load_profile(str(path))
+    _, params = executor_settings(profile, "slurm", [REPO])
+    assert (params["slurm_exclusive"], params["slurm_mail_type"], params["slurm_mail_user"]) == \
+        (True, "END,FAIL", "me@example.org")
+    assert job_name(profile, "nli-full", [0, 1, 2, 3, 4]) == "thesis-nli-full-s0-4"
+    assert job_name(profile, "ser-mean", [3, 1]) == "thesis-ser-mean-s1,3"
+
+
+def test_a_checkout_path_with_a_space_or_semicolon_stays_one_word(tmp_path):
+    odd = tmp_path / "my repo;echo INJECTED"
+    lines = setup_lines(load_profile("local"), odd)
+    script = "\n".join(lines + ['printf "%s" "$PYTHONPATH"'])
+    out = subprocess.run(["bash", "-c", script], env={"PATH": os.environ["PATH"], "PYTHONPATH": "/old"},
+                         capture_output=True, text=True, check=True)
+    assert out.stdout == f"{odd}:/old" and "INJECTED" not in out.stdout.replace(str(odd), "")
 
 
 def test_unknown_profile_name_lists_the_available_ones():
@@ -129,7 +175,8 @@ def test_newest_record_of_a_run_wins_and_logs_link_to_its_job(tmp_path):
     ledger.add([_record(tmp_path, job_id="9")])
     latest = ledger.latest()
     assert {key: r.job_id for key, r in latest.items()} == {("nli-full", 0, True): "9", ("nli-full", 1, True): "8"}
-    assert ledger.log_link("nli-full", 0).resolve() == (tmp_path / "9").resolve()
+    assert ledger.log_link("nli-full", 0, smoke=True).resolve() == (tmp_path / "9").resolve()
+    assert ledger.log_link("nli-full", 0, smoke=True).parent.parent.name == "smoke"   # never a full run's link
 
 
 def test_a_corrupt_record_line_is_skipped_with_a_warning(tmp_path, capsys):
@@ -141,18 +188,63 @@ def test_a_corrupt_record_line_is_skipped_with_a_warning(tmp_path, capsys):
     assert "unreadable record skipped" in capsys.readouterr().out
 
 
-def test_job_state_reads_submitit_result_files(tmp_path):
+def test_job_state_reads_the_scheduler_and_submitit_result_files(tmp_path):
     record = _record(tmp_path)
     Path(record.folder).mkdir()
-    assert ledger_mod.job_state(record, "PENDING") == ("pending", "PENDING")
-    assert ledger_mod.job_state(record, "RUNNING") == ("running", "RUNNING")
-    assert ledger_mod.job_state(record, ledger_mod.NO_ANSWER)[0] == "unknown"
-    state, detail = ledger_mod.job_state(record, "TIMEOUT")
-    assert state == "failed" and "ended TIMEOUT" in detail
+    assert ledger_mod.job_state(record, ("PENDING", "Priority", "debug")) == ("pending", "Priority")
+    assert ledger_mod.job_state(record, ("RUNNING", "None", "debug")) == ("running", "RUNNING")
+    assert ledger_mod.job_state(record, (ledger_mod.NO_ANSWER, "", ""))[0] == "unknown"
+    # no log: the job never ran (a task cancelled while pending leaves no trace in sacct)
+    assert ledger_mod.job_state(record, None) == ("missing", "job 7 was cancelled before it started: nothing ran")
+    assert ledger_mod.job_state(record, ("CANCELLED", "never started", ""))[0] == "missing"
+    record.stdout.write_text("started\n")
+    state, detail = ledger_mod.job_state(record, ("TIMEOUT", "", ""))
+    assert state == "failed" and "ended TIMEOUT without a result; log: " in detail
+    assert "cancelled while running" in ledger_mod.job_state(record, ("CANCELLED", "", ""))[1]
     submitit_utils.cloudpickle_dump(("error", "Traceback ...\nValueError: boom"), record.result_pickle)
-    assert ledger_mod.job_state(record, "FAILED") == ("failed", "Traceback ...\nValueError: boom")
+    assert ledger_mod.job_state(record, ("FAILED", "", "")) == ("failed", "Traceback ...\nValueError: boom")
     submitit_utils.cloudpickle_dump(("success", {}), record.result_pickle)
-    assert ledger_mod.job_state(record, "COMPLETED")[0] == "missing"
+    assert ledger_mod.job_state(record, ("COMPLETED", "", ""))[0] == "missing"
+
+
+@pytest.mark.parametrize("reason, state, says", [
+    ("PartitionTimeLimit", "blocked", "change slurm.timeout_min in /p.yaml (see: scontrol show partition a100"),
+    ("PartitionConfig", "blocked", "change slurm.cpus_per_task / slurm.mem_gb / slurm.gpus_per_node in /p.yaml"),
+    ("Job's account not permitted to use this partition (a100 allows hw5lab not x)", "blocked",
+     "change slurm.account or slurm.partition in /p.yaml"),
+    ("QOSMinGRES", "blocked", "slurm.gpus_per_node / slurm.qos"),
+    ("QOSMaxWallDurationPerJobLimit", "blocked", "change slurm.timeout_min"),
+    ("ReqNodeNotAvail, UnavailableNodes:n1", "blocked", "sinfo -R"),
+    ("ReqNodeNotAvail, Reserved for maintenance", "pending", "ReqNodeNotAvail, Reserved for maintenance"),
+    ("JobHeldUser", "blocked", "scontrol release JOBID"),
+    ("Priority", "pending", "Priority"), ("Resources", "pending", "Resources"),
+    ("AssocGrpGRES", "pending", "AssocGrpGRES"), ("JobArrayTaskLimit", "pending", "JobArrayTaskLimit"),
+])
+def test_squeue_reasons_that_waiting_cannot_fix_are_blocked_with_the_key(reason, state, says):
+    got, detail = slurm_site.classify(reason, "a100", "/p.yaml")
+    assert got == state and says in detail, detail
+
+
+def test_slurm_times_gres_and_array_ids_parse():
+    assert [slurm_site.parse_minutes(t) for t in ("10", "00:10:00", "1-00:00:00", "2-12", "UNLIMITED")] == \
+        [10, 10, 1440, 3600, None]
+    assert slurm_site.parse_seconds("4:59") == 299 and slurm_site.parse_seconds("NOT_SET") is None
+    assert slurm_site.parse_gres("gpu:a100:4(S:0-1),gpu:v100:2") == {"a100": 4, "v100": 2}
+    assert slurm_site.parse_gres("gpu:2") == {"": 2} and slurm_site.parse_gres("(null)") == {}
+    assert ledger_mod._expand("12_[1-3,5%2]") == ["12_1", "12_2", "12_3", "12_5"]
+    assert ledger_mod._expand("12_4") == ["12_4"]
+
+
+def test_array_parallelism_is_shared_out_over_the_arrays():
+    assert parallelism_shares(16, [5] * 10) == [2] * 6 + [1] * 4      # 16 at once over 10 arrays
+    assert parallelism_shares(2, [5] * 10) == [1] * 10                # at least one each
+    assert parallelism_shares(16, [2, 3]) == [2, 3]                   # never more than an array's tasks
+    assert parallelism_shares(3, [1, 5]) == [1, 2]
+
+
+def test_progress_line_counts_every_state():
+    runs = [SimpleNamespace(state=s) for s in ("done", "done", "running", "blocked", "blocked", "pending")]
+    assert progress_line(runs) == "2/6 done, 1 running, 1 pending, 2 blocked"
 
 
 def test_a_second_launcher_waits_for_the_lock(tmp_path):

@@ -13,8 +13,10 @@ import pytest
 
 import hw5.train
 from hw5.__main__ import main
-from hw5.config import config_hash, resolve_config
-from hw5.run import run_experiment, run_status
+from hw5.config import config_dict, config_hash, resolve_config
+from hw5.contract import data_fingerprint, judge, run_dir, run_key
+from hw5.errors import RunRefused
+from hw5.run import run_experiment, run_submitted
 
 from conftest import REPO, fast_grid
 
@@ -38,7 +40,7 @@ def test_each_experiment_writes_complete_metrics(name, tmp_path, data_dir, monke
     monkeypatch.setenv("HW5_DATA_DIR", str(data_dir))
     grid = fast_grid(tmp_path)
     m = run(name, 0, tmp_path, grid)
-    on_disk = json.loads((tmp_path / "results" / name / "seed-0" / "metrics.json").read_text())
+    on_disk = json.loads((tmp_path / "results" / "smoke" / name / "seed-0" / "metrics.json").read_text())
     assert on_disk == json.loads(json.dumps(m))
     assert TOP_KEYS <= set(m) and SPLIT_KEYS <= set(m["test"]) and SPLIT_KEYS <= set(m["val"])
     assert HISTORY_KEYS <= set(m["history"][0]) and m["best_epoch"] >= 1
@@ -46,7 +48,10 @@ def test_each_experiment_writes_complete_metrics(name, tmp_path, data_dir, monke
     assert m["test"]["n"] == 48 and sum(map(sum, m["test"]["confusion_matrix"])) == 48
     assert set(m["test_subsets"]) == {"hard_hypothesis", "hard_overlap"}
     assert m["throughput"]["unit"] == "tokens" and 0 <= m["throughput"]["padding_share"] < 1
-    assert m["provenance"]["versions"]["torch"] and m["provenance"]["host"]
+    assert m["provenance"]["versions"]["torch"] and m["provenance"]["host"] and m["provenance"]["gpu"] is None
+    assert m["data"] == data_fingerprint(resolve_config(name, True, grid), data_dir)
+    assert m["run_key"] == {"experiment": name, "seed": 0, "smoke": True, "config_hash": m["config_hash"],
+                            "data": m["data"]["digest"]}
     params = m["params"]
     if name == "nli-full":
         assert params["trainable"] == params["total"]
@@ -57,7 +62,7 @@ def test_each_experiment_writes_complete_metrics(name, tmp_path, data_dir, monke
     elif name == "nli-first9":
         assert m["variant"]["kept_layers"] == 9
     for f in ("config.json", "history.json", "predictions.json"):
-        assert (tmp_path / "results" / name / "seed-0" / f).exists()
+        assert (tmp_path / "results" / "smoke" / name / "seed-0" / f).exists()
     assert not (tmp_path / "ckpt" / f"{name}-0").exists()          # removed after success
 
 
@@ -104,7 +109,9 @@ def test_interrupted_run_resumes_to_the_same_metrics(tmp_path, data_dir, monkeyp
     finally:
         hw5.train.STOP.clear()
     assert (tmp_path / "x" / "ckpt" / "nli-full-0" / "last.pt").exists()
-    assert run_status("nli-full", 0, True, tmp_path / "x" / "results", grid) == "missing"
+    cfg = resolve_config("nli-full", True, grid)
+    key = run_key("nli-full", 0, True, cfg, data_fingerprint(cfg, data_dir))
+    assert judge(run_dir(tmp_path / "x" / "results", "nli-full", 0, True), key).state == "missing"
     resumed = run("nli-full", 0, tmp_path / "x", grid)
     assert strip_timing(resumed) == strip_timing(reference)
 
@@ -126,9 +133,9 @@ def test_killed_process_resumes_to_the_same_metrics(tmp_path, data_dir):
         time.sleep(0.01)
     proc.send_signal(signal.SIGKILL)
     proc.wait(timeout=30)
-    assert not (tmp_path / "kill" / "results" / "nli-full" / "seed-0" / "metrics.json").exists()
+    assert not (tmp_path / "kill" / "results" / "smoke" / "nli-full" / "seed-0" / "metrics.json").exists()
     assert launch(tmp_path / "kill").wait(timeout=300) == 0
-    read = lambda p: json.loads((p / "results" / "nli-full" / "seed-0" / "metrics.json").read_text())
+    read = lambda p: json.loads((p / "results" / "smoke" / "nli-full" / "seed-0" / "metrics.json").read_text())
     assert strip_timing(read(tmp_path / "kill")) == strip_timing(read(tmp_path / "ref"))
 
 
@@ -160,3 +167,83 @@ def test_bad_csv_fails_cleanly_with_no_partial_result(tmp_path, data_dir, capsys
     err = capsys.readouterr().err
     assert code == 2 and "Train-word.csv:6: unknown label 'entails'" in err and "Traceback" not in err
     assert not (tmp_path / "results").exists()
+
+
+def _hand_made_result(results: Path, **values) -> Path:
+    """A valid metrics.json for smoke nli-full seed 0 (the report's fixture) with `values` set."""
+    metrics = json.loads((REPO / "tests" / "fixtures" / "aggregate" / "nli_metrics.json").read_text())
+    metrics.update(experiment="nli-full", seed=0, smoke=True, **values)
+    path = run_dir(results, "nli-full", 0, smoke=True) / "metrics.json"
+    path.parent.mkdir(parents=True)
+    path.write_text(json.dumps(metrics))
+    return path
+
+
+@pytest.mark.parametrize("content, says", [
+    (None, "is stale: made with config 0ld0c0f9, the experiments file now gives"),
+    ('{"experiment": "nli-full", ', "is corrupt: "),
+])
+def test_hw5_run_refuses_a_stale_or_corrupt_result_in_one_line_and_keeps_it(tmp_path, data_dir, capsys,
+                                                                             content, says):
+    path = _hand_made_result(tmp_path / "results", config_hash="0ld0c0f9")
+    if content is not None:
+        path.write_text(content)
+    before = path.read_bytes()
+    code = main(["run", "nli-full", "--smoke", "--data-dir", str(data_dir), "--results", str(tmp_path / "results"),
+                 "--experiments", str(fast_grid(tmp_path))])
+    err = capsys.readouterr().err
+    assert code == 2 and says in err and "rerun with --force to replace it" in err, err
+    assert err.count("\n") == 1 and "Traceback" not in err
+    assert path.read_bytes() == before
+
+
+def test_a_result_from_other_data_is_stale(tmp_path, data_dir, capsys):
+    grid = fast_grid(tmp_path)
+    now = config_hash(resolve_config("nli-full", True, grid))
+    _hand_made_result(tmp_path / "results", config_hash=now, data={"digest": "0123456789ab"})
+    code = main(["run", "nli-full", "--smoke", "--data-dir", str(data_dir), "--results", str(tmp_path / "results"),
+                 "--experiments", str(grid)])
+    assert code == 2 and "made on data 0123456789ab, the data here is now" in capsys.readouterr().err
+
+
+def test_a_job_that_must_see_a_gpu_fails_before_anything_runs(tmp_path, grid_file):
+    if hw5.run.torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    config = config_dict(resolve_config("nli-full", True, grid_file))
+    with pytest.raises(RunRefused, match=r"asked for a GPU but torch .* sees none .* slurm.allow_cpu: true"):
+        run_submitted(config, "nli-full", 0, smoke=True, results_dir=tmp_path / "results", require_cuda=True)
+    assert not (tmp_path / "results").exists()
+
+
+@pytest.mark.slow
+def test_a_job_runs_its_submitted_config_when_the_yaml_changed(tmp_path, data_dir, monkeypatch, capsys):
+    monkeypatch.setenv("HW5_DATA_DIR", str(data_dir))
+    grid = fast_grid(tmp_path)
+    submitted = config_dict(resolve_config("nli-full", True, grid))
+    (tmp_path / "changed").mkdir()
+    changed = fast_grid(tmp_path / "changed", nli={"head_dropout": 0.3})
+    m = run_submitted(submitted, "nli-full", 0, smoke=True, results_dir=tmp_path / "results", config_path=changed,
+                      checkpoint_dir=tmp_path / "ckpt")
+    assert m["config_hash"] == config_hash(submitted) != config_hash(resolve_config("nli-full", True, changed))
+    assert m["config"]["head_dropout"] == 0.1
+    out = capsys.readouterr().out
+    assert "changed since submission" in out and f"running the submitted config {config_hash(submitted)}" in out
+
+
+@pytest.mark.slow
+def test_force_retrains_from_scratch_and_sets_the_old_checkpoint_aside(tmp_path, data_dir, monkeypatch, capsys):
+    monkeypatch.setenv("HW5_DATA_DIR", str(data_dir))
+    grid = fast_grid(tmp_path, nli={"epochs": 2})
+    reference = run("nli-full", 0, tmp_path / "ref", grid)
+    hw5.train.STOP.set()    # "USR2" at the first step: a checkpoint is left behind
+    try:
+        with pytest.raises(hw5.train.Interrupted):
+            run("nli-full", 0, tmp_path / "x", grid)
+    finally:
+        hw5.train.STOP.clear()
+    capsys.readouterr()
+    forced = run("nli-full", 0, tmp_path / "x", grid, force=True)
+    out = capsys.readouterr().out
+    assert "set aside as nli-full-0.set-aside-" in out and "resumed from" not in out
+    assert list((tmp_path / "x" / "ckpt").glob("nli-full-0.set-aside-*/last.pt"))
+    assert strip_timing(forced) == strip_timing(reference)

@@ -27,7 +27,8 @@ def test_each_ser_experiment_writes_complete_metrics(name, tmp_path):
     assert SPLIT_KEYS <= set(m["test"]) and HISTORY_KEYS <= set(m["history"][0])
     assert m["throughput"]["unit"] == "audio_seconds" and m["throughput"]["units_per_s"] > 0
     assert m["params"]["trainable"] < m["params"]["total"]            # the CNN is frozen
-    split = json.loads((tmp_path / "results" / name / "seed-0" / "split.json").read_text())
+    split = json.loads((tmp_path / "results" / "smoke" / name / "seed-0" / "split.json").read_text())
+    assert m["data"]["source"] == "synthetic" and m["data"]["n_clips"] == 150
     assert sum(len(v) for v in split.values()) == m["variant"]["corpus_clips"] == 150
     assert not set(split["train"]) & set(split["test"])
     speakers = {part: {n[:3] for n in names} for part, names in split.items()}

@@ -16,33 +16,19 @@ from pathlib import Path
 import pytest
 
 from launch_support import (BROKEN, comparable, farstail_dir, job_log, latest_record, launch, launcher_env,
-                            metrics, records, scratch_dir, start_launch, wait_until, write_grid)
+                            metrics, records, scratch_dir, slurm_problem, start_launch, status_rows, wait_until,
+                            write_grid)
 
 pytestmark = pytest.mark.slurm
 DEFAULT_CONF = Path(os.environ.get("SLURM_PREFIX", "/tmp/hw5-slurm")) / "etc" / "slurm.conf"
 RUN_TIMEOUT_S = 300     # one smoke run on a busy 2-core machine, with margin
 
 
-def _cluster_problem() -> str | None:
-    if shutil.which("sbatch") is None:
-        return "sbatch not found"
-    try:
-        ping = subprocess.run(["scontrol", "ping"], capture_output=True, text=True, timeout=15)
-        acct = subprocess.run(["sacct", "-n", "-X", "-S", "now"], capture_output=True, text=True, timeout=15)
-    except (OSError, subprocess.TimeoutExpired) as exc:
-        return f"scontrol/sacct did not answer ({exc})"
-    if "UP" not in ping.stdout:
-        return f"slurmctld is not up ({ping.stdout.strip() or ping.stderr.strip()})"
-    if acct.returncode != 0:
-        return f"sacct fails (slurmdbd down?): {acct.stderr.strip()}"
-    return None
-
-
 @pytest.fixture(scope="module")
 def cluster():
     if "SLURM_CONF" not in os.environ and DEFAULT_CONF.exists():
         os.environ["SLURM_CONF"] = str(DEFAULT_CONF)
-    problem = _cluster_problem()
+    problem = slurm_problem()
     data = farstail_dir()
     if data is None:
         problem = problem or "FarsTail not found (set HW5_DATA_DIR to a folder holding farstail/)"
@@ -87,12 +73,7 @@ def _wait_jobs_gone(job_ids: list[str], timeout: float = RUN_TIMEOUT_S) -> None:
 
 
 def _status_rows(output: str) -> dict[tuple, str]:
-    rows = {}
-    for line in output.splitlines():
-        m = re.match(r"^(\S+)\s+(\d+)\s+(done|running|pending|failed|missing|stale|unknown)\s", line)
-        if m:
-            rows[(m.group(1), int(m.group(2)))] = m.group(3)
-    return rows
+    return {key: state for key, (state, _) in status_rows(output).items()}
 
 
 def test_dry_run_submits_nothing(cluster):
@@ -104,14 +85,20 @@ def test_dry_run_submits_nothing(cluster):
     assert _job_ids() == before
 
 
-def test_a_refused_submission_is_one_error_and_records_nothing(cluster):
+def test_a_refused_submission_is_one_error_and_leaves_nothing(cluster):
     profile = cluster["root"] / "bad.yaml"
     profile.write_text("slurm:\n  partition: nosuchpartition  # not on this cluster\n")
-    out = launch(_args(cluster, "--only", "nli-full", "--seeds", "0", "--profile", str(profile),
-                       results=cluster["root"] / "results-refused"), cluster["env"])
+    results = cluster["root"] / "results-refused"
+    args = _args(cluster, "--only", "nli-full", "--seeds", "0", "--profile", str(profile), results=results)
+    checked = launch(args, cluster["env"])      # preflight: before sbatch is asked
+    assert checked.returncode == 2, checked.stdout
+    assert "the cluster has no partition 'nosuchpartition': set slurm.partition" in checked.stdout
+    out = launch([*args, "--no-preflight"], cluster["env"])
     assert out.returncode == 1, out.stdout
-    assert "sbatch refused the submission" in out.stdout and "invalid partition" in out.stdout.lower(), out.stdout
-    assert records(cluster["root"] / "results-refused") == []
+    assert "sbatch refused hw5-nli-full-s0" in out.stdout and "invalid partition" in out.stdout.lower(), out.stdout
+    assert f"hint: set slurm.partition in {profile}" in out.stdout and "Traceback" not in out.stdout
+    assert records(results) == []
+    assert [p for p in (results / ".launch" / "jobs").glob("*") if p.is_file()] == []   # no stray pickles
 
 
 def test_launch_submits_an_array_once_and_reports_status(cluster):
@@ -124,10 +111,11 @@ def test_launch_submits_an_array_once_and_reports_status(cluster):
     assert time.time() - started < 90, "submission must not wait for the jobs"
     outputs = [log.read_text() for log in logs]
     assert sorted("nothing to submit" in o for o in outputs) == [False, True], outputs
-    array = re.search(r"submitted 4 run\(s\) as SLURM job (\d+)", "".join(outputs))
-    assert array, outputs
+    # one array per experiment, named after it and its seeds
+    arrays = dict(re.findall(r"submitted hw5-(\S+)-s0,1: 2 run\(s\) as SLURM job (\d+)", "".join(outputs)))
+    assert set(arrays) == {"nli-full", BROKEN}, outputs
     ids = [r["job_id"] for r in records(cluster["results"])]
-    assert sorted(ids) == [f"{array.group(1)}_{i}" for i in range(4)]
+    assert sorted(ids) == sorted(f"{a}_{i}" for a in arrays.values() for i in range(2))
 
     # while the array runs: every run is pending or running, and a second launch submits nothing
     status = launch(_args(cluster, "--status", *only), cluster["env"])
@@ -154,7 +142,7 @@ def test_retry_failed_resubmits_only_the_failed_runs_and_wait_blocks(cluster):
     assert {(r["experiment"], r["seed"]) for r in before} >= {(BROKEN, 0), (BROKEN, 1)}, "needs the test above"
     only = ["--only", f"nli-full,{BROKEN}", "--seeds", "0,1"]
     out = launch(_args(cluster, "--retry-failed", "--wait", *only), cluster["env"], timeout=RUN_TIMEOUT_S)
-    assert "submitted 2 run(s)" in out.stdout, out.stdout
+    assert f"submitted hw5-{BROKEN}-s0,1: 2 run(s)" in out.stdout, out.stdout
     new = records(cluster["results"])[len(before):]
     assert sorted((r["experiment"], r["seed"]) for r in new) == [(BROKEN, 0), (BROKEN, 1)]
     assert not {r["job_id"] for r in new} & {r["job_id"] for r in before}

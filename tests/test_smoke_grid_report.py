@@ -23,12 +23,16 @@ def test_smoke_grid_through_the_launcher_ends_in_a_report(tmp_path, data_dir):
          "--results", str(results), "--data-dir", str(data_dir), "--checkpoints", str(tmp_path / "ckpt")],
         capture_output=True, text=True, timeout=900)
     assert launch.returncode == 0, launch.stdout[-2000:] + launch.stderr[-2000:]
-    assert len(list(results.glob("*/seed-*/metrics.json"))) == 8
-    code = aggregate.main(["--results", str(results), "--experiments", str(grid), "--seeds", "0,1"])
+    tree = results / "smoke"
+    assert len(list(tree.glob("*/seed-*/metrics.json"))) == 8
+    assert not list(results.glob("*/seed-*/metrics.json"))        # never beside full runs
+    code = aggregate.main(["--results", str(results), "--experiments", str(grid), "--seeds", "0,1", "--smoke",
+                           "--data-dir", str(data_dir)])
     assert code == 0
-    report = (results / "report.md").read_text(encoding="utf-8")
-    assert "nli-full" in report and "ser-noweight" in report
+    report = (tree / "report.md").read_text(encoding="utf-8")
+    assert "nli-full" in report and "ser-noweight" in report and "Runs used: **8 of 20**" in report
+    assert "judged against the experiments file's current config hash and the data fingerprint" in report
     for target in re.findall(r"\]\(([^)#]+)\)", report):
         if not target.startswith("http"):
-            assert (results / target).exists(), target
-    assert (results / "report.ipynb").exists() and list((results / "plots").glob("*.png"))
+            assert (tree / target).exists(), target
+    assert (tree / "report.ipynb").exists() and list((tree / "plots").glob("*.png"))

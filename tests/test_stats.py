@@ -9,7 +9,7 @@ from conftest import fast_grid
 def test_nli_stats_tables_and_plot(tmp_path, data_dir, capsys):
     assert main(["stats", "nli", "--smoke", "--data-dir", str(data_dir), "--results", str(tmp_path),
                  "--experiments", str(fast_grid(tmp_path))]) == 0
-    stats = tmp_path / "stats"
+    stats = tmp_path / "smoke" / "stats"   # smoke statistics beside the smoke runs
     for name in ("nli_classes", "nli_lengths", "nli_truncation", "nli_normalization"):
         assert (stats / f"{name}.md").read_text().startswith("### ") and (stats / f"{name}.csv").exists()
     assert (stats / "nli_lengths.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -21,6 +21,6 @@ def test_nli_stats_tables_and_plot(tmp_path, data_dir, capsys):
 def test_ser_stats_on_the_synthetic_corpus(tmp_path, capsys):
     grid = fast_grid(tmp_path, ser={"synthetic_clips": 120})
     assert main(["stats", "ser", "--smoke", "--results", str(tmp_path), "--experiments", str(grid)]) == 0
-    stats = tmp_path / "stats"
+    stats = tmp_path / "smoke" / "stats"   # smoke statistics beside the smoke runs
     assert "fear" in (stats / "ser_emotions.csv").read_text()
     assert (stats / "ser_stats.md").exists() and list(stats.glob("ser_*.png"))

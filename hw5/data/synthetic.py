@@ -220,8 +220,7 @@ def generate_corpus(out_dir: str | os.PathLike, n_clips: int | None = None, seed
         raise DataError(f"synthetic corpus: durations '{durations}'; use one of {DURATIONS}")
     out_dir = Path(out_dir)
     rows = select_rows(read_files_table(files_csv), n_clips, seed)
-    settings = {"generator": GENERATOR_VERSION, "n_clips": len(rows), "seed": seed,
-                "durations": durations, "files": _digest(r["wav"] for r in rows)}
+    settings = _settings(rows, seed, durations)
     if _manifest_settings(out_dir) == settings:
         return out_dir
     if out_dir.exists() and _manifest_settings(out_dir) is None and any(out_dir.iterdir()):
@@ -273,6 +272,17 @@ def _install(staging: Path, out_dir: Path, settings: dict) -> None:
                             f"run again") from None
     if old is not None:
         shutil.rmtree(old, ignore_errors=True)
+
+
+def corpus_settings(n_clips: int | None = None, seed: int = 0, durations: str = "short",
+                    files_csv: str | os.PathLike = PACKAGE_FILES_CSV) -> dict:
+    """What identifies a generated corpus (same settings, same bytes): its data fingerprint."""
+    return _settings(select_rows(read_files_table(files_csv), n_clips, seed), seed, durations)
+
+
+def _settings(rows: list[dict], seed: int, durations: str) -> dict:
+    return {"generator": GENERATOR_VERSION, "n_clips": len(rows), "seed": seed,
+            "durations": durations, "files": _digest(r["wav"] for r in rows)}
 
 
 def _manifest_settings(out_dir: Path) -> dict | None:

@@ -1,0 +1,81 @@
+"""Every run's state, from disk (hw5.contract), the submission records and the scheduler; the table.
+
+The vocabulary is hw5.contract.STATES. What is on disk decides first (done, stale, corrupt); a run's
+newest job then says pending (with squeue's reason), blocked (a reason that waiting cannot fix, with the
+profile key to change), running or failed (with its traceback); a job that never ran says so.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from hw5.contract import STATES, RunKey, judge, run_dir
+from jobs import ledger as ledger_mod
+from jobs.job import RunSpec
+from jobs.ledger import Ledger, Record
+
+
+@dataclass
+class Run:
+    spec: RunSpec
+    key: RunKey
+    state: str = "missing"
+    detail: str = ""
+    record: Record | None = None
+
+    @property
+    def id(self) -> tuple:
+        return (self.spec.experiment, self.spec.seed, self.spec.smoke)
+
+    @property
+    def folder(self) -> Path:
+        return run_dir(self.spec.results_dir, self.spec.experiment, self.spec.seed, self.spec.smoke)
+
+
+def refresh_states(runs: list[Run], ledger: Ledger) -> list[Run]:
+    """Fill each run's state from disk, the submission records and the scheduler (never blocks)."""
+    records = ledger.latest()
+    for run in runs:
+        verdict = judge(run.folder, run.key)
+        run.state, run.detail, run.record = verdict.state, verdict.detail, records.get(run.id)
+    asked = [r.record for r in runs if r.record and r.state != "done"]
+    scheduler = ledger_mod.scheduler_states(asked)
+    for run in runs:
+        if run.state == "done" or run.record is None or run.record.cluster == "debug":
+            continue
+        live = scheduler.get(run.record.job_id)
+        current = run.record.config_hash == run.key.config_hash and run.record.data in (run.key.data, None)
+        if (live and live[0] in ledger_mod.LIVE) or current:
+            # a live job blocks resubmission even when it runs an older config
+            state, detail = ledger_mod.job_state(run.record, live)
+            if not (state == "missing" and run.state in ("stale", "corrupt", "partial")):
+                run.state, run.detail = state, detail
+    return runs
+
+
+def print_table(runs: list[Run], actions: dict[tuple, str] | None = None) -> None:
+    last = "action" if actions else "detail"
+    print(f"{'experiment':<18} {'seed':>4}  {'state':<8} {'job':<12} {'config':<8}  {last}")
+    for run in runs:
+        job = run.record.job_id if run.record else "-"
+        extra = actions[run.id] if actions else last_line(run.detail)
+        print(f"{run.spec.experiment:<18} {run.spec.seed:>4}  {run.state:<8} {job:<12} {run.key.config_hash:<8}  "
+              f"{extra}".rstrip())
+    counts = {s: sum(r.state == s for r in runs) for s in STATES}
+    print("total: " + ", ".join(f"{n} {s}" for s, n in counts.items() if n) + f" (of {len(runs)} runs)")
+
+
+def last_line(text: str, width: int = 240) -> str:
+    lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
+    return lines[-1][:width] if lines else ""
+
+
+def print_failures(runs: list[Run], ledger: Ledger) -> None:
+    """The tail of each failed run's traceback, and where its log is."""
+    for run in (r for r in runs if r.state == "failed"):
+        log = ledger.log_link(run.spec.experiment, run.spec.seed, run.spec.smoke)
+        where = f"; logs: {log}/" if log.exists() else ""
+        print(f"\n--- {run.spec.name} failed (job {run.record.job_id}){where}")
+        lines = run.detail.rstrip().splitlines()
+        head = lines[:1] + ["  ..."] if len(lines) > 25 and lines[0].startswith("Traceback") else []
+        print("\n".join(head + lines[-25:]))
