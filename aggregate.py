@@ -10,15 +10,19 @@ the launcher judge it: stale seeds are listed, never averaged with current ones.
     python aggregate.py --results DIR --seeds 0,1,2  # another folder, only these seeds
 
 Writes (atomically) under the results tree: tables/*.md|csv, plots/*.png, report.md, report.ipynb.
-Exit status: 0 all inputs read (missing or partial runs are listed, not errors); 1 some metrics.json
-was corrupt (named, skipped, everything else written); 2 nothing written (results folder or
-experiments file unusable).
+Exit status: 0 all inputs read (missing, partial and stale runs are listed, not errors); 1 some
+metrics.json was corrupt (named, skipped, everything else written); 2 nothing written (results folder
+or experiments file unusable); 3 an internal error (its traceback is printed; the previous outputs
+are kept: a pass replaces tables/, plots/ and the report as a set).
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
+import shutil
 import sys
+import traceback
 from pathlib import Path
 
 from hw5.contract import results_tree
@@ -78,13 +82,35 @@ def build_blocks(collection: Collection, outputs: sections.Outputs) -> list:
     return blocks
 
 
-def remove_old_plots(outputs: sections.Outputs) -> None:
-    """plots/ is regenerated in full: a PNG this pass did not write belongs to a run no longer shown."""
-    if outputs.plots.is_dir():
-        kept = {p.resolve() for p in outputs.plots_written}
-        for png in outputs.plots.glob("*.png"):
-            if png.resolve() not in kept:
-                png.unlink()
+OUTPUTS = ("tables", "plots", "report.md", "report.ipynb")   # what one pass writes, replaced as a set
+
+
+@contextlib.contextmanager
+def replaced_as_a_set(tree: Path):
+    """The previous outputs are moved aside while a pass writes; kept again if it fails, dropped if not."""
+    aside = tree / ".aggregate-previous"
+    shutil.rmtree(aside, ignore_errors=True)
+    aside.mkdir(parents=True)
+    for name in OUTPUTS:
+        if (tree / name).exists():
+            os.replace(tree / name, aside / name)
+    try:
+        yield
+    except BaseException:
+        for name in OUTPUTS:
+            _remove(tree / name)
+            if (aside / name).exists():
+                os.replace(aside / name, tree / name)
+        raise
+    finally:
+        shutil.rmtree(aside, ignore_errors=True)
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir():
+        shutil.rmtree(path)
+    elif path.exists():
+        path.unlink()
 
 
 def report_problems(collection: Collection) -> int:
@@ -99,6 +125,13 @@ def report_problems(collection: Collection) -> int:
     return len(corrupt)
 
 
+def write_outputs(collection: Collection, tree: Path) -> None:
+    with replaced_as_a_set(tree):
+        blocks = build_blocks(collection, sections.Outputs(results=tree))
+        write_text_atomic(tree / "report.md", render_markdown(blocks, tree))
+        write_text_atomic(tree / "report.ipynb", render_notebook(blocks, tree))
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     chosen = args.experiments or os.environ.get("HW5_EXPERIMENTS")  # the same override hw5 honours
@@ -110,11 +143,13 @@ def main(argv: list[str] | None = None) -> int:
         print(f"aggregate: {exc}", file=sys.stderr)
         return 2
     tree = results_tree(args.results, args.smoke)
-    outputs = sections.Outputs(results=tree)
-    blocks = build_blocks(collection, outputs)
-    remove_old_plots(outputs)
-    write_text_atomic(tree / "report.md", render_markdown(blocks, tree))
-    write_text_atomic(tree / "report.ipynb", render_notebook(blocks, tree))
+    try:
+        write_outputs(collection, tree)
+    except Exception:   # a bug: its traceback stays visible, and the previous outputs are back in place
+        traceback.print_exc()
+        print(f"aggregate: internal error (please report it); the previous outputs in {tree} are kept",
+              file=sys.stderr)
+        return 3
     corrupt = report_problems(collection)
     counts = {s: len(collection.with_status(s)) for s in ("done", "missing", "partial", "stale", "corrupt")}
     expected = len(collection.grid.tasks) * len(collection.grid.seeds)

@@ -151,7 +151,9 @@ run_checks() {
     # as `docker run` on a workstation: the image's user, writable cache (the tiny model is built here)
     smoke_run nli_rw nli-full results-rw rw
     # as Apptainer on a cluster: read-only image and cache, another uid, offline, the cache run 1 filled
-    smoke_run nli_ro nli-full results-ro ro --read-only --tmpfs /tmp --user "$RO_UID:$RO_UID"
+    # (checkpoints on its own writable space, as a cluster profile binds them: the image has none for it)
+    smoke_run nli_ro nli-full results-ro ro --read-only --tmpfs /tmp --user "$RO_UID:$RO_UID" \
+        -e HW5_CHECKPOINT_DIR=/tmp/checkpoints
     if "$DOCKER" run --rm --network none --entrypoint python "$IMG" \
         -c 'from hw5.config import load_grid; print(*load_grid().experiments)' | grep -qw ser-mean; then
         # writable cache: the first SER run generates its synthetic corpus there
@@ -166,15 +168,22 @@ write_summary() {
     local times="" k
     for k in "${!TIMES[@]}"; do times+="\"$k\": ${TIMES[$k]}, "; done
     "$DOCKER" image inspect "$IMG" >"$OUT/image.json"
+    # modes of the folders the image creates (and every other world-writable one outside /tmp, /proc, /sys, /dev)
+    "$DOCKER" run --rm --network none --entrypoint sh "$IMG" -c \
+        'stat -c "%n %a %u:%g" /app/results /app/checkpoints /cache /data; find / -xdev -type d -perm -0002 \
+         -not -path "/tmp*" -not -path "/var/tmp*" -not -path "/run/lock*" -not -path "/dev*" 2>/dev/null \
+         | sed "s/^/world-writable /"' >"$OUT/modes.txt" 2>&1 || true
     python3 - "$OUT" "$EXPECTED_SHA" "$RO_UID" "{${times%, }}" <<'PY'
 import json, os, sys
 out, sha, ro_uid, times = sys.argv[1], sys.argv[2], int(sys.argv[3]), json.loads(sys.argv[4])
+with open(os.path.join(out, "modes.txt")) as f:
+    modes = f.read().splitlines()
 with open(os.path.join(out, "image.json")) as f:
     image = json.load(f)[0]
 summary = {"image": "hw5:ci", "id": image["Id"], "size_bytes": image["Size"], "expected_git_sha": sha,
            "labels": image["Config"]["Labels"], "env": image["Config"]["Env"],
            "user": image["Config"]["User"], "entrypoint": image["Config"]["Entrypoint"],
-           "ro_uid": ro_uid, "times_s": times}
+           "ro_uid": ro_uid, "times_s": times, "modes": modes}
 path = os.path.join(out, "summary.json")
 with open(path + ".tmp", "w") as f:
     json.dump(summary, f, indent=2)

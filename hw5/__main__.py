@@ -8,7 +8,9 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
+import signal
 import sys
 from pathlib import Path
 
@@ -16,8 +18,8 @@ from pathlib import Path
 
 def _user_errors() -> tuple[type[BaseException], ...]:
     from hw5.config import ConfigError
-    from hw5.errors import DataError, RunRefused
-    return ConfigError, DataError, RunRefused
+    from hw5.errors import DataError, RunRefused, StorageError
+    return ConfigError, DataError, RunRefused, StorageError
 
 
 def parser() -> argparse.ArgumentParser:
@@ -92,20 +94,56 @@ def main(argv: list[str] | None = None) -> int:
     except _user_errors() as exc:
         print(f"hw5 {args.command}: error: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print(f"hw5 {args.command}: interrupted", file=sys.stderr)
+        return 130
 
 
 def cmd_run(args) -> int:
+    import hw5.train
     from hw5.run import run_experiment
-    run_experiment(args.experiment, args.seed, smoke=args.smoke, results_dir=args.results,
-                   data_dir=args.data_dir, checkpoint_dir=args.checkpoint_dir, force=args.force,
-                   keep_checkpoints=args.keep_checkpoints, config_path=args.experiments)
+    with stop_on_signals() as received:
+        try:
+            run_experiment(args.experiment, args.seed, smoke=args.smoke, results_dir=args.results,
+                           data_dir=args.data_dir, checkpoint_dir=args.checkpoint_dir, force=args.force,
+                           keep_checkpoints=args.keep_checkpoints, config_path=args.experiments)
+        except hw5.train.Interrupted as exc:
+            name = received[-1] if received else "a stop request"
+            print(f"hw5 run: stopped by {name}: {exc}; run the same command again to resume", file=sys.stderr)
+            return 128 + getattr(signal, name, signal.SIGTERM) if received else 1
     return 0
+
+
+@contextlib.contextmanager
+def stop_on_signals():
+    """SIGTERM or a first Ctrl-C: finish the step, save a checkpoint, stop (hw5.train.STOP); a second
+    Ctrl-C stops at once. Yields the names of the signals received."""
+    import hw5.train
+    received: list[str] = []
+
+    def handler(signum, frame):
+        name = signal.Signals(signum).name
+        if name == "SIGINT" and "SIGINT" in received:
+            raise KeyboardInterrupt
+        received.append(name)
+        print(f"\nhw5 run: {name}: saving a checkpoint at the next step (Ctrl-C again stops at once)",
+              file=sys.stderr, flush=True)
+        hw5.train.STOP.set()
+
+    old = {s: signal.signal(s, handler) for s in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        yield received
+    finally:
+        for s, previous in old.items():
+            signal.signal(s, previous)
+        hw5.train.STOP.clear()
 
 
 def cmd_stats(args) -> int:
     from hw5.contract import results_tree
-    from hw5.io import data_dir
+    from hw5.io import check_room, data_dir
     out = results_tree(args.results, args.smoke) / "stats"    # smoke statistics beside the smoke runs
+    check_room(out, 20, "statistics")
     if args.task == "nli":
         from hw5.stats import nli_stats
         written = nli_stats(data_dir(args.data_dir), out, smoke=args.smoke, config_path=args.experiments)

@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from hw5.errors import StorageError
 from hw5.io import atomic_path
 
 
@@ -62,8 +63,17 @@ class Checkpointer:
         shutil.rmtree(self.folder, ignore_errors=True)
 
     def _write(self, name: str, payload: dict) -> None:
-        with atomic_path(self.folder / name) as tmp:
-            torch.save(payload, tmp)
+        try:
+            with atomic_path(self.folder / name) as tmp:
+                torch.save(payload, tmp)
+        except (OSError, RuntimeError) as exc:
+            # torch reports a failed write (a full disk) as RuntimeError from its zip writer
+            if isinstance(exc, RuntimeError) and "inline_container" not in str(exc) and "write" not in str(exc):
+                raise
+            free = shutil.disk_usage(self.folder).free / 2**20 if self.folder.exists() else 0
+            raise StorageError(f"{self.folder / name}: the checkpoint could not be written ({free:.0f} MB free "
+                               f"there): free some space or set HW5_CHECKPOINT_DIR / --checkpoint-dir elsewhere; "
+                               f"the previous checkpoint is kept") from None
 
     def _read(self, name: str) -> dict | None:
         path = self.folder / name
@@ -72,8 +82,10 @@ class Checkpointer:
         try:
             saved = torch.load(path, map_location="cpu", weights_only=True)
         except Exception as exc:        # truncated file, foreign pickle, ...: never resume from it
-            print(f"warning: ignoring unreadable checkpoint {path}: {type(exc).__name__}: {exc}".splitlines()[0],
-                  file=sys.stderr, flush=True)
+            # torch's own text advises weights_only=False (running the file's code): not repeated here
+            why = ("it holds more than tensors and numbers (refused, never executed)"
+                   if "Unsupported global" in str(exc) else f"damaged or not a checkpoint ({type(exc).__name__})")
+            print(f"warning: ignoring unreadable checkpoint {path}: {why}", file=sys.stderr, flush=True)
             return None
         if not isinstance(saved, dict) or saved.get("config_hash") != self.config_hash:
             got = saved.get("config_hash") if isinstance(saved, dict) else None

@@ -27,75 +27,90 @@ class ConfigError(ValueError):
     """A user-facing configuration problem; str() is the whole message."""
 
 
+def bounded(default, low, high=None, low_open: bool = False, high_open: bool = False):
+    """A field's default with the range a value from the YAML must fall in (checked by validate)."""
+    return field(default=default, metadata={"low": low, "high": high, "low_open": low_open, "high_open": high_open})
+
+
+def _out_of_range(value, bounds: dict) -> str:
+    """'' when value is inside bounds, else the rule it breaks ('> 0 and <= 1')."""
+    low, high = bounds["low"], bounds["high"]
+    rule = [f"{'>' if bounds['low_open'] else '>='} {low}"] + \
+           ([f"{'<' if bounds['high_open'] else '<='} {high}"] if high is not None else [])
+    inside = (value > low if bounds["low_open"] else value >= low) and \
+        (high is None or (value < high if bounds["high_open"] else value <= high))
+    return "" if inside else " and ".join(rule)
+
+
 @dataclass
 class TrainConfig:
     """Fields shared by both tasks (the training recipe)."""
-    task: str = ""                 # "nli" or "ser"; set by the experiment
-    description: str = ""          # one line shown in tables
-    model_name: str = ""           # hub id or local directory; "tiny" builds a tiny local model (smoke)
-    cache_dir: str = ""            # HF cache dir; "" = HF_HOME / default; pre-fill it for offline nodes
-    epochs: int = 3                # passes over the training split; best epoch chosen on val
-    batch_size: int = 32           # training examples per step
-    eval_batch_size: int = 64      # examples per evaluation step (no grads, so larger)
-    lr: float = 3.0e-5             # peak AdamW learning rate for the encoder
-    head_lr: float = 0.0           # learning rate of our head; 0 = same as lr
-    weight_decay: float = 0.01     # AdamW decoupled weight decay (not on biases / norms)
-    warmup_ratio: float = 0.1      # share of steps with linear warm-up, then linear decay to 0
-    max_grad_norm: float = 1.0     # gradient clipping; 0 disables
-    head_dropout: float = 0.1      # dropout before the linear classifier
-    train_subset: int = 0          # >0: use only this many training examples (stratified), for smoke
-    eval_subset: int = 0           # >0: use only this many val/test examples (stratified), for smoke
-    precision: str = "auto"        # "auto" (bf16 autocast on CUDA, fp32 on CPU), "bf16" or "fp32"
-    batch_budget: float = 0.0      # >0 with batching "bucket": fill each training batch to this many padded
-                                   # units (NLI tokens, SER audio-seconds) instead of batch_size examples;
-                                   # fewer, fuller steps (hw5 bench: a GPU step is host-bound)
-    width_step: float = 0.0        # >0: round each batch's padded width up to a multiple of this many tokens
-                                   # (NLI) / audio-seconds (SER): a few distinct batch shapes (cuda_graphs)
-    cuda_graphs: bool = False      # CUDA: replay each training step shape as one captured CUDA graph
-                                   # (hw5/graphs.py); needs width_step, no batch_budget; eager on CPU
-    log_every: int = 50            # steps between progress lines
-    checkpoint_every: int = 0      # steps between periodic checkpoints (0 = only at epoch ends / USR2)
+    task: str = ""                          # "nli" or "ser"; set by the experiment
+    description: str = ""                   # one line shown in tables
+    model_name: str = ""                    # hub id or local directory; "tiny" builds a tiny local model (smoke)
+    cache_dir: str = ""                     # HF cache dir; "" = HF_HOME / default; pre-fill it for offline nodes
+    epochs: int = bounded(3, 1, 1000)       # passes over the training split; best epoch chosen on val
+    batch_size: int = bounded(32, 1)        # training examples per step
+    eval_batch_size: int = bounded(64, 1)   # examples per evaluation step (no grads, so larger)
+    lr: float = bounded(3.0e-5, 0, 1, low_open=True) # peak AdamW learning rate for the encoder
+    head_lr: float = bounded(0.0, 0, 1)     # learning rate of our head; 0 = same as lr
+    weight_decay: float = bounded(0.01, 0, 1) # AdamW decoupled weight decay (not on biases / norms)
+    warmup_ratio: float = bounded(0.1, 0, 1, high_open=True) # share of steps with linear warm-up, then linear decay to 0
+    max_grad_norm: float = bounded(1.0, 0)  # gradient clipping; 0 disables
+    head_dropout: float = bounded(0.1, 0, 1, high_open=True) # dropout before the linear classifier
+    train_subset: int = bounded(0, 0)       # >0: use only this many training examples (stratified), for smoke
+    eval_subset: int = bounded(0, 0)        # >0: use only this many val/test examples (stratified), for smoke
+    precision: str = "auto"                 # "auto" (bf16 autocast on CUDA, fp32 on CPU), "bf16" or "fp32"
+    batch_budget: float = bounded(0.0, 0)   # >0 with batching "bucket": fill each training batch to this many padded
+                                            # units (NLI tokens, SER audio-seconds) instead of batch_size examples;
+                                            # fewer, fuller steps (hw5 bench: a GPU step is host-bound)
+    width_step: float = bounded(0.0, 0)     # >0: round each batch's padded width up to a multiple of this many tokens
+                                            # (NLI) / audio-seconds (SER): a few distinct batch shapes (cuda_graphs)
+    cuda_graphs: bool = False               # CUDA: replay each training step shape as one captured CUDA graph
+                                            # (hw5/graphs.py); needs width_step, no batch_budget; eager on CPU
+    log_every: int = bounded(50, 1)         # steps between progress lines
+    checkpoint_every: int = bounded(0, 0)   # steps between periodic checkpoints (0 = only at epoch ends / USR2)
 
 
 @dataclass
 class NLIConfig(TrainConfig):
     """Persian NLI on FarsTail with a BERT encoder and our [CLS] head."""
     task: str = "nli"
-    model_name: str = "HooshvareLab/bert-base-parsbert-uncased"  # ParsBERT v1 (uncased)
-    max_length: int = 128          # tokens per premise+hypothesis pair; longer pairs truncated (stats)
-    batching: str = "bucket"       # "bucket" (length-sorted chunks, little padding), "dynamic", "fixed"
-    normalize_text: bool = True    # unify Arabic/Persian letters and digits, ZWNJ and whitespace
-    freeze_embeddings: bool = False  # freeze the word/position/type embeddings
-    freeze_first_layers: int = 0   # freeze encoder layers 1..k (0 = none)
-    keep_layers: int = 0           # keep only the first k encoder layers (0 = all)
-    prune_heads_fraction: float = 0.0  # remove this share of heads in every layer, chosen by the seed
+    model_name: str = "HooshvareLab/bert-base-parsbert-uncased" # ParsBERT v1 (uncased)
+    max_length: int = bounded(128, 8, 4096) # tokens per premise+hypothesis pair; longer pairs truncated (stats)
+    batching: str = "bucket"                # "bucket" (length-sorted chunks, little padding), "dynamic", "fixed"
+    normalize_text: bool = True             # unify Arabic/Persian letters and digits, ZWNJ and whitespace
+    freeze_embeddings: bool = False         # freeze the word/position/type embeddings
+    freeze_first_layers: int = bounded(0, 0) # freeze encoder layers 1..k (0 = none)
+    keep_layers: int = bounded(0, 0)        # keep only the first k encoder layers (0 = all)
+    prune_heads_fraction: float = bounded(0.0, 0, 1, high_open=True) # remove this share of heads in every layer, chosen by the seed
 
 
 @dataclass
 class SERConfig(TrainConfig):
     """Speech emotion recognition on ShEMO with a HuBERT encoder, our pooling and head."""
     task: str = "ser"
-    model_name: str = "facebook/hubert-base-ls960"  # HuBERT base, LibriSpeech 960 h
-    epochs: int = 10               # ShEMO is small; more passes than NLI
-    batch_size: int = 16           # clips per step
-    eval_batch_size: int = 16      # clips per evaluation step
-    lr: float = 5.0e-5             # encoder learning rate
-    head_lr: float = 1.0e-3        # our pooling + head start from scratch: larger rate
-    warmup_ratio: float = 0.1      # share of warm-up steps
-    corpus: str = "shemo"          # "shemo" (real audio under the data dir) or "synthetic" (generated)
-    synthetic_clips: int = 0       # synthetic corpus size (0 = all 3,000 names)
-    label_source: str = "filename"  # "filename" (official) or "modified" (Modified-ShEMO labels)
-    sample_rate: int = 16000       # HuBERT's input rate; audio is resampled once and cached
-    max_seconds: float = 0.0       # crop training clips longer than this (0 = keep whole clips)
-    batching: str = "dynamic"      # "dynamic" (pad to batch max), "fixed" (pad to fixed_seconds), "bucket"
-    fixed_seconds: float = 0.0     # length for fixed padding (0 = the dataset's longest clip)
-    pooling: str = "mean"          # "mean" (masked mean) or "attnstats" (attentive statistics)
-    class_weights: bool = True     # inverse-frequency weighted cross-entropy (the imbalance remedy)
-    split: str = "stratified"      # "stratified" 80/10/10 by emotion, or "speaker" (speaker-independent)
-    split_seed: int = 0            # fixed so every training seed sees the same split
-    freeze_feature_encoder: bool = True  # the CNN feature encoder never trains
-    mask_time_prob: float = 0.05   # HuBERT's SpecAugment-style time masking in training
-    feature_cache: bool = False    # compute the frozen CNN's features once per clip (unpadded) and train on them
+    model_name: str = "facebook/hubert-base-ls960" # HuBERT base, LibriSpeech 960 h
+    epochs: int = bounded(10, 1, 1000)      # ShEMO is small; more passes than NLI
+    batch_size: int = bounded(16, 1)        # clips per step
+    eval_batch_size: int = bounded(16, 1)   # clips per evaluation step
+    lr: float = bounded(5.0e-5, 0, 1, low_open=True) # encoder learning rate
+    head_lr: float = bounded(1.0e-3, 0, 1)  # our pooling + head start from scratch: larger rate
+    warmup_ratio: float = bounded(0.1, 0, 1, high_open=True) # share of warm-up steps
+    corpus: str = "shemo"                   # "shemo" (real audio under the data dir) or "synthetic" (generated)
+    synthetic_clips: int = bounded(0, 0, 3000) # synthetic corpus size (0 = all 3,000 names)
+    label_source: str = "filename"          # "filename" (official) or "modified" (Modified-ShEMO labels)
+    sample_rate: int = bounded(16000, 8000, 48000) # HuBERT's input rate; audio is resampled once and cached
+    max_seconds: float = bounded(0.0, 0)    # crop training clips longer than this (0 = keep whole clips)
+    batching: str = "dynamic"               # "dynamic" (pad to batch max), "fixed" (pad to fixed_seconds), "bucket"
+    fixed_seconds: float = bounded(0.0, 0)  # length for fixed padding (0 = the dataset's longest clip)
+    pooling: str = "mean"                   # "mean" (masked mean) or "attnstats" (attentive statistics)
+    class_weights: bool = True              # inverse-frequency weighted cross-entropy (the imbalance remedy)
+    split: str = "stratified"               # "stratified" 80/10/10 by emotion, or "speaker" (speaker-independent)
+    split_seed: int = bounded(0, 0)         # fixed so every training seed sees the same split
+    freeze_feature_encoder: bool = True     # the CNN feature encoder never trains
+    mask_time_prob: float = bounded(0.05, 0, 1, high_open=True) # HuBERT's SpecAugment-style time masking in training
+    feature_cache: bool = False             # compute the frozen CNN's features once per clip (unpadded) and train on them
 
 
 TASKS: dict[str, type[TrainConfig]] = {"nli": NLIConfig, "ser": SERConfig}
@@ -113,8 +128,27 @@ class GridSpec:
     raw: dict = field(repr=False, default_factory=dict)
 
 
+class DuplicateKey(yaml.YAMLError):
+    def __init__(self, key, first: int, again: int):
+        super().__init__(f"key '{key}' appears twice (lines {first} and {again}); keep one")
+        self.line = again
+
+
 class _Loader(yaml.SafeLoader):
-    """SafeLoader that reads YAML 1.2 floats: `5e-5` is a float, not the string PyYAML makes of it."""
+    """SafeLoader that reads YAML 1.2 floats (`5e-5` is a float, not the string PyYAML makes of it)
+    and refuses a key given twice in one mapping (PyYAML would keep the last one silently)."""
+
+    def construct_mapping(self, node, deep=False):
+        seen: dict = {}
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                continue
+            key = self.construct_object(key_node, deep=True)
+            line = key_node.start_mark.line + 1
+            if isinstance(key, (str, int, float, bool)) and key in seen:
+                raise DuplicateKey(key, seen[key], line)
+            seen[key] = line
+        return super().construct_mapping(node, deep)
 
 
 _Loader.add_implicit_resolver(
@@ -130,13 +164,28 @@ def grid_path(path: str | os.PathLike | None = None) -> Path:
 def _read_yaml(path: Path) -> dict:
     if not path.exists():
         raise ConfigError(f"{path}: experiments file not found (pass --experiments or set HW5_EXPERIMENTS)")
-    try:
-        data = yaml.load(path.read_text(encoding="utf-8"), Loader=_Loader)
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML: {exc}".replace("\n", " ")) from None
+    if not path.is_file():
+        raise ConfigError(f"{path}: is a directory, not an experiments file (pass the YAML file itself)")
+    data = parse_yaml(path)
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: expected a mapping with 'seeds', 'defaults', 'experiments'")
     _check_keys(path, "top level", data, {"seeds", "defaults", "smoke", "experiments"})
+    return data
+
+
+def parse_yaml(path: Path) -> Any:
+    """A YAML file read strictly (YAML 1.2 floats, no key given twice); every problem is one ConfigError."""
+    try:
+        data = yaml.load(path.read_text(encoding="utf-8"), Loader=_Loader)
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: not UTF-8 text (byte {exc.start} is 0x{exc.object[exc.start]:02x}): is it "
+                          f"a YAML file? Save it as UTF-8") from None
+    except DuplicateKey as exc:
+        raise ConfigError(f"{path}:{exc.line}: {exc}") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}".replace("\n", " ")) from None
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot be read ({exc.strerror}); check the path and its permissions") from None
     return data
 
 
@@ -234,16 +283,17 @@ def _validated(path: Path, name: str, cfg: TrainConfig) -> TrainConfig:
         value = getattr(cfg, key, None)
         if value is not None and value not in allowed:
             raise ConfigError(f"{path}: {name}.{key} is '{value}', expected one of {sorted(allowed)}")
-    if cfg.epochs < 1 or cfg.batch_size < 1:
-        raise ConfigError(f"{path}: {name}: epochs and batch_size must be >= 1")
+    for f in dataclasses.fields(cfg):
+        rule = _out_of_range(getattr(cfg, f.name), f.metadata) if "low" in f.metadata else ""
+        if rule:
+            raise ConfigError(f"{path}: {name}.{f.name} is {getattr(cfg, f.name)!r}; it must be {rule} "
+                              f"(the default is {f.default!r})")
     if cfg.batch_budget < 0 or (cfg.batch_budget and cfg.batching != "bucket"):
         raise ConfigError(f"{path}: {name}.batch_budget is {cfg.batch_budget}: it needs batching: bucket "
                           f"and a positive number of padded tokens (NLI) or audio-seconds (SER)")
     if cfg.width_step < 0:
         raise ConfigError(f"{path}: {name}.width_step must be >= 0 (0 = pad to each batch's longest example)")
     _check_graphs(path, name, cfg)
-    if isinstance(cfg, NLIConfig) and not 0.0 <= cfg.prune_heads_fraction < 1.0:
-        raise ConfigError(f"{path}: {name}.prune_heads_fraction must be in [0, 1)")
     if isinstance(cfg, SERConfig) and cfg.feature_cache and not cfg.freeze_feature_encoder:
         raise ConfigError(f"{path}: {name}: feature_cache needs freeze_feature_encoder: true "
                           f"(a training CNN's output cannot be cached)")

@@ -14,7 +14,6 @@ only on request (`--force`).
 """
 from __future__ import annotations
 
-import functools
 import hashlib
 import json
 import math
@@ -22,6 +21,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from hw5.config import TrainConfig, config_hash
+from hw5.io import sha256_file
 
 STATES = {
     "done": "metrics.json with the current config and data",
@@ -99,7 +99,7 @@ def _farstail(data_dir: Path) -> dict | None:
         path = data_dir / "farstail" / name
         if not path.is_file():
             return None
-        files[name] = _sha256(path)
+        files[name] = sha256_file(path)
     return {"source": "farstail", "files": files}
 
 
@@ -117,22 +117,8 @@ def _shemo(data_dir: Path, label_source: str) -> dict | None:
              "listing": hashlib.sha1("\n".join(listing).encode()).hexdigest()[:16]}
     labels = folder / "modified_shemo.json"
     if label_source == "modified":
-        found["labels"] = _sha256(labels) if labels.is_file() else None
+        found["labels"] = sha256_file(labels) if labels.is_file() else None
     return found
-
-
-def _sha256(path: Path) -> str:
-    stat = path.stat()
-    return _sha256_cached(str(path.resolve()), stat.st_size, stat.st_mtime_ns)
-
-
-@functools.lru_cache(maxsize=64)
-def _sha256_cached(path: str, size: int, mtime_ns: int) -> str:   # size/mtime: a changed file rehashes
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 # ---------------------------------------------------------------- reading and judging results
@@ -145,7 +131,7 @@ def read_metrics(path: Path, experiment: str | None = None, seed: int | None = N
         return None, f"not readable JSON ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})"
     if not isinstance(metrics, dict):
         return None, "top level is not a JSON object"
-    problems = [k for k in REQUIRED_KEYS if k not in metrics] + _score_problems(metrics)
+    problems = [k for k in REQUIRED_KEYS if k not in metrics] + _score_problems(metrics) + _history_problems(metrics)
     if "classes" in metrics and not (isinstance(metrics["classes"], list)
                                      and all(isinstance(c, str) for c in metrics["classes"])):
         problems.append("classes (not a list of names)")
@@ -163,13 +149,27 @@ def _score_problems(metrics: dict) -> list[str]:
         return ["test (not an object)"]
     if not isinstance(test, dict):
         return []
-    bad = [f"test.{k}" for k in SCORES if not (_is_number(test.get(k)) and 0.0 <= test[k] <= 1.0)]
+    bad = [f"test.{k}" + (f" ({test[k]!r} is not a number in [0, 1])" if k in test else "")
+           for k in SCORES if not (_is_number(test.get(k)) and 0.0 <= test[k] <= 1.0)]
     matrix = test.get("confusion_matrix")
     if matrix is not None and not (isinstance(matrix, list) and all(
             isinstance(row, list) and all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in row)
             for row in matrix)):
         bad.append("test.confusion_matrix (not rows of counts)")
     return bad
+
+
+HISTORY_NUMBERS = ("train_loss", "train_acc", "val_loss", "val_acc", "val_macro_f1", "lr", "seconds",
+                   "padding_share", "peak_memory_mb")
+
+
+def _history_problems(metrics: dict) -> list[str]:
+    history = metrics.get("history", [])
+    if not isinstance(history, list) or not all(isinstance(row, dict) for row in history):
+        return ["history (not a list of epoch rows)"]
+    bad = sorted({k for row in history for k in HISTORY_NUMBERS
+                  if k in row and row[k] is not None and not _is_number(row[k])})
+    return [f"history.{k} (not a number)" for k in bad]
 
 
 def _is_number(value) -> bool:

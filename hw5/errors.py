@@ -8,3 +8,7 @@ class DataError(ValueError):
 
 class RunRefused(ValueError):
     """A run that will not start as asked: a stale result without --force, no GPU where one was asked."""
+
+
+class StorageError(ValueError):
+    """A results or checkpoint location that cannot take the run: not a folder, read-only, full."""

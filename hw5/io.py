@@ -2,9 +2,12 @@
 from __future__ import annotations
 
 import contextlib
+import functools
+import hashlib
 import json
 import os
 import platform
+import shutil
 import socket
 import subprocess
 import tempfile
@@ -13,12 +16,18 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from hw5.config import REPO_ROOT
+from hw5.errors import StorageError
 
 
 def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
+    """The process umask, read without setting it (os.umask would change it for every thread meanwhile)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    return 0o022   # no /proc (not Linux): the common default
 
 
 def share_like_umask(path: str | os.PathLike, recursive: bool = False) -> None:
@@ -48,6 +57,21 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
             os.unlink(tmp)
 
 
+def sha256_file(path: str | os.PathLike) -> str:
+    """sha256 of a file, remembered per (path, size, mtime): a changed file is hashed again."""
+    stat = Path(path).stat()
+    return _sha256_cached(str(Path(path).resolve()), stat.st_size, stat.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=64)
+def _sha256_cached(path: str, size: int, mtime_ns: int) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
 def write_json_atomic(path: str | os.PathLike, obj: Any) -> Path:
     with atomic_path(path) as tmp:
         tmp.write_text(json.dumps(obj, indent=2, ensure_ascii=False, default=_jsonable) + "\n",
@@ -67,6 +91,23 @@ def _jsonable(obj: Any) -> Any:
     if isinstance(obj, Path):
         return str(obj)
     raise TypeError(f"not JSON serializable: {type(obj).__name__}")
+
+
+def check_room(folder: Path, need_mb: int, what: str) -> None:
+    """The folder (or the nearest part of it that exists) is a writable directory with need_mb free."""
+    existing = Path(folder).absolute()
+    while not existing.exists():
+        existing = existing.parent
+    if not existing.is_dir():
+        raise StorageError(f"{existing}: is a file, so the {what} folder {folder} cannot be made there; "
+                           f"pass a folder path")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise StorageError(f"{existing}: not writable (read-only filesystem or permissions), so no {what} can be "
+                           f"written to {folder}; pass a writable location")
+    free_mb = shutil.disk_usage(existing).free / 2**20
+    if free_mb < need_mb:
+        raise StorageError(f"{existing}: {free_mb:.0f} MB free, a run's {what} needs about {need_mb} MB; "
+                           f"free some space or pass another location")
 
 
 def data_dir(override: str | os.PathLike | None = None) -> Path:

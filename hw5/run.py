@@ -6,8 +6,12 @@ carries. Both go through `run_config`, which judges the result on disk with hw5.
 """
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import os
+import shutil
 import socket
+import tempfile
 import time
 from pathlib import Path
 
@@ -16,8 +20,9 @@ import torch
 from hw5 import contract
 from hw5.checkpoint import Checkpointer
 from hw5.config import ConfigError, TrainConfig, config_dict, config_from_dict, config_hash, grid_path, resolve_config
-from hw5.errors import RunRefused
-from hw5.io import checkpoint_root, data_dir as default_data_dir, now_iso, provenance, write_json_atomic
+from hw5.errors import RunRefused, StorageError
+from hw5.io import (check_room, checkpoint_root, data_dir as default_data_dir, now_iso, provenance,
+                    share_like_umask, write_json_atomic)
 from hw5.models.surgery import count_parameters
 from hw5.train import cuda_kernel_choices, evaluate, fit, peak_memory_mb, set_seed
 
@@ -36,8 +41,11 @@ def run_experiment(name: str, seed: int, smoke: bool = False, results_dir: str |
     unless `force`, which retrains from scratch (an old checkpoint is set aside, not resumed).
     """
     cfg = resolve_config(name, smoke, config_path)
-    return run_config(cfg, name, seed, smoke, results_dir, data_dir, checkpoint_dir,
-                      replace=force, rerun=force, keep_checkpoints=keep_checkpoints)
+    try:
+        return run_config(cfg, name, seed, smoke, results_dir, data_dir, checkpoint_dir,
+                          replace=force, rerun=force, keep_checkpoints=keep_checkpoints)
+    except ConfigError as exc:   # found once the model is loaded (layer counts): name the file and experiment
+        raise ConfigError(f"{grid_path(config_path)}: experiment {name}: {exc}") from None
 
 
 def run_submitted(config: dict, name: str, seed: int, smoke: bool = False, results_dir: str | Path = "results",
@@ -68,19 +76,65 @@ def run_config(cfg: TrainConfig, name: str, seed: int, smoke: bool, results_dir,
         require_cuda_device()
     data = default_data_dir(data_dir)
     out = contract.run_dir(results_dir, name, seed, smoke)
-    verdict = contract.judge(out, contract.run_key(name, seed, smoke, cfg, contract.data_fingerprint(cfg, data)))
+    key = contract.run_key(name, seed, smoke, cfg, contract.data_fingerprint(cfg, data))
+    done = _done_or_refused(out, key, replace, rerun)
+    if done is not None:
+        return done
+    default_ckpt = checkpoint_root() / ("smoke" if smoke else "") / name / f"seed-{seed}"
+    ckpt = Path(checkpoint_dir) if checkpoint_dir else default_ckpt
+    check_room(out, RESULTS_ROOM_MB, "results")
+    check_room(ckpt, CHECKPOINT_ROOM_MB["smoke" if smoke else "full"], "checkpoint")
+    with run_lock(out):
+        done = _done_or_refused(out, key, replace, rerun)    # again: another process may just have finished
+        if done is not None:
+            return done
+        if rerun:
+            set_aside(ckpt)
+        return run(cfg, seed, out, experiment=name, smoke=smoke, data_dir=data, checkpoint_dir=ckpt,
+                   keep_checkpoints=keep_checkpoints)
+
+
+def _done_or_refused(out: Path, key: contract.RunKey, replace: bool, rerun: bool) -> dict | None:
+    """The metrics of a run that is done already; RunRefused for a stale or corrupt result kept as is."""
+    verdict = contract.judge(out, key)
     if verdict.state == "done" and not rerun:
-        print(f"{name} seed {seed}: done already ({out / 'metrics.json'})", flush=True)
+        print(f"{key.experiment} seed {key.seed}: done already ({out / 'metrics.json'})", flush=True)
         return verdict.metrics
     if verdict.state in ("stale", "corrupt") and not replace:
         raise RunRefused(f"{out / 'metrics.json'} is {verdict.state}: {verdict.detail}; "
                          f"rerun with --force to replace it")
-    default_ckpt = checkpoint_root() / ("smoke" if smoke else "") / name / f"seed-{seed}"
-    ckpt = Path(checkpoint_dir) if checkpoint_dir else default_ckpt
-    if rerun:
-        set_aside(ckpt)
-    return run(cfg, seed, out, experiment=name, smoke=smoke, data_dir=data, checkpoint_dir=ckpt,
-               keep_checkpoints=keep_checkpoints)
+    return None
+
+
+# Free space a run needs, checked before it starts: its outputs (predictions dominate), and a checkpoint
+# (weights + AdamW's two moments, written beside the previous one: ParsBERT-base is ~0.65 GB of fp32).
+RESULTS_ROOM_MB = 50
+CHECKPOINT_ROOM_MB = {"smoke": 100, "full": 4000}
+
+
+@contextlib.contextmanager
+def run_lock(out: Path):
+    """One process per run folder: a second `hw5 run` of the same run says who holds it and stops."""
+    path = out.parent / f".{out.name}.lock"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a+") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            holder = handle.read().strip() or "another process"
+            raise RunRefused(f"{out} is being trained by {holder} (lock {path}); wait for it to finish, "
+                             f"or stop it first") from None
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"process {os.getpid()} on {socket.gethostname()} since {now_iso()}")
+        handle.flush()
+        try:
+            yield
+        finally:
+            handle.seek(0)
+            handle.truncate()
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def require_cuda_device() -> None:
@@ -157,9 +211,7 @@ def run(cfg: TrainConfig, seed: int, out_dir: Path, experiment: str = "", smoke:
     metrics = _metrics(cfg, experiment, seed, smoke, chash, data, val, test, result, model, variant, device)
     metrics.update(task.extra_metrics(data, test), data=fingerprint, run_key=key.as_dict())
     metrics["provenance"] = {**prov, "finished": now_iso(), "wall_seconds": time.perf_counter() - started}
-    if hasattr(task, "write_artifacts"):
-        task.write_artifacts(data, out_dir)
-    _write_outputs(out_dir, cfg, metrics, val, test, data)
+    _write_outputs(out_dir, cfg, metrics, val, test, data, task)
     if not keep_checkpoints:
         ckpt.clear()
     print(f"{experiment} seed {seed}: test accuracy {test['accuracy']:.4f} macro-F1 {test['macro_f1']:.4f} "
@@ -189,9 +241,33 @@ def _public(split_metrics: dict) -> dict:
     return {k: v for k, v in split_metrics.items() if k != "predictions"}
 
 
-def _write_outputs(out_dir: Path, cfg, metrics: dict, val: dict, test: dict, data) -> None:
-    write_json_atomic(out_dir / "config.json", {"config": config_dict(cfg), "config_hash": metrics["config_hash"]})
-    write_json_atomic(out_dir / "history.json", metrics["history"])
-    write_json_atomic(out_dir / "predictions.json", {"classes": list(data.classes),
-                                                     "val": val["predictions"], "test": test["predictions"]})
-    write_json_atomic(out_dir / "metrics.json", metrics)     # last: its existence means "done"
+def _write_outputs(out_dir: Path, cfg, metrics: dict, val: dict, test: dict, data, task) -> None:
+    """Every output into a staging folder, then one rename: a full disk or a crash leaves no half run."""
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.new-", dir=out_dir.parent))
+    try:
+        if hasattr(task, "write_artifacts"):
+            task.write_artifacts(data, staging)
+        write_json_atomic(staging / "config.json", {"config": config_dict(cfg), "config_hash": metrics["config_hash"]})
+        write_json_atomic(staging / "history.json", metrics["history"])
+        write_json_atomic(staging / "predictions.json", {"classes": list(data.classes),
+                                                         "val": val["predictions"], "test": test["predictions"]})
+        write_json_atomic(staging / "metrics.json", metrics)     # its existence means "done"
+        share_like_umask(staging)
+        _replace_dir(staging, out_dir)
+    except OSError as exc:
+        raise StorageError(f"{out_dir}: the results could not be written ({exc.strerror or exc}); nothing was "
+                           f"kept (the checkpoint stays: rerun to finish)") from None
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def _replace_dir(new: Path, target: Path) -> None:
+    """new -> target in one rename; an older target (a stale result being replaced) is removed after."""
+    old = None
+    if target.exists():
+        old = target.with_name(f".{target.name}.old-{os.getpid()}")
+        os.replace(target, old)
+    os.replace(new, target)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)

@@ -7,7 +7,7 @@ import numpy as np
 import pandas as pd
 
 from hw5.config import resolve_config
-from hw5.data.farstail import CLASSES, read_split, SPLITS, ensure_farstail, normalization_report
+from hw5.data.farstail import CLASSES, SPLITS, check_release, ensure_farstail, normalization_report, read_split
 from hw5.io import write_text_atomic
 
 TRUNCATION_LENGTHS = (64, 96, 128, 256, 512)
@@ -30,6 +30,7 @@ def nli_stats(data_dir: Path, out_dir: Path, smoke: bool = False, config_path=No
     cfg = resolve_config("nli-full", smoke, config_path)
     ensure_farstail(data_dir)
     raw = {s: read_split(data_dir, s, normalize=False) for s in SPLITS}
+    check_release(data_dir, raw)
     splits = {s: read_split(data_dir, s, normalize=True) for s in SPLITS}
     tokenizer = load_tokenizer(model_path(cfg, splits), cfg)
     out_dir.mkdir(parents=True, exist_ok=True)

@@ -7,6 +7,7 @@ and ends with the same metrics as an uninterrupted run (on CPU).
 """
 from __future__ import annotations
 
+import sys
 import threading
 import time
 from dataclasses import dataclass
@@ -133,6 +134,20 @@ def _new_state() -> dict[str, Any]:
             "epoch_sums": {"loss": 0.0, "correct": 0, "count": 0, "units": 0.0, "padded": 0.0, "seconds": 0.0}}
 
 
+def _resumable(ckpt: Checkpointer) -> tuple[dict | None, dict | None]:
+    """(last, best) to resume from, or (None, None): a last.pt whose best epoch's weights (best.pt) are
+    unreadable cannot finish with the right model, so the run starts over instead."""
+    saved = ckpt.load()
+    if saved is None or not saved["state"].get("best_epoch"):
+        return saved, None
+    best = ckpt.load_best()
+    if best is None:
+        print(f"warning: {ckpt.folder / 'best.pt'} is missing or unreadable, so the best epoch's weights are "
+              f"lost; training from scratch", file=sys.stderr, flush=True)
+        return None, None
+    return saved, best
+
+
 def fit(model: nn.Module, data: TaskData, cfg: TrainConfig, ckpt: Checkpointer, device: torch.device,
         loss_weights: torch.Tensor | None = None) -> FitResult:
     """Train cfg.epochs epochs, choosing the best epoch by validation macro-F1."""
@@ -140,13 +155,13 @@ def fit(model: nn.Module, data: TaskData, cfg: TrainConfig, ckpt: Checkpointer, 
     steps_per_epoch = len(data.train_batches(0))
     scheduler = make_scheduler(optimizer, cfg, cfg.epochs * steps_per_epoch)
     state, best_state = _new_state(), None
-    saved = ckpt.load()
+    saved, best = _resumable(ckpt)
     if saved is not None:
         model.load_state_dict(saved["model"])
         optimizer.load_state_dict(saved["optimizer"])
         scheduler.load_state_dict(saved["scheduler"])
         restore_rng(saved["rng"])
-        state, best_state = saved["state"], ckpt.load_best()
+        state, best_state = saved["state"], best
         print(f"resumed from {ckpt.folder} at epoch {state['epoch'] + 1} step {state['step']}", flush=True)
     graphs = None
     if cfg.cuda_graphs:               # after a resume: the loaded optimizer state gets the graph-safe form

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
@@ -26,9 +26,8 @@ TASK_TITLES = {"nli": "Persian NLI (ParsBERT on FarsTail)", "ser": "Speech emoti
 
 @dataclass
 class Outputs:
-    """Where the generated files go, and which plots this pass wrote (older ones are removed)."""
+    """Where the generated files go (aggregate.py replaces tables/, plots/ and the report as a set)."""
     results: Path
-    plots_written: list[Path] = field(default_factory=list)
 
     @property
     def tables(self) -> Path:
@@ -39,10 +38,7 @@ class Outputs:
         return self.results / "plots"
 
     def figure(self, path: Path | None, caption: str) -> list:
-        if path is None:
-            return []
-        self.plots_written.append(path)
-        return [Image(path, caption)]
+        return [] if path is None else [Image(path, caption)]
 
     def link(self, path: Path, text: str) -> str:
         return f"[{text}]({relative(path, self.results)})"

@@ -28,6 +28,8 @@ if str(REPO_ROOT) not in sys.path:   # `python jobs/launch.py` from a checkout w
 
 from hw5.config import ConfigError, config_dict, load_grid, resolve_config  # noqa: E402
 from hw5.contract import data_fingerprint, run_key  # noqa: E402
+from hw5.errors import StorageError  # noqa: E402
+from hw5.io import check_room  # noqa: E402
 from jobs import slurm_site  # noqa: E402
 from jobs.job import RunSpec  # noqa: E402
 from jobs.ledger import Ledger  # noqa: E402
@@ -266,6 +268,7 @@ def main(argv: list[str] | None = None) -> int:
             from jobs.prefetch import prefetch_runs
             return prefetch_runs(list(dict.fromkeys((r.spec.experiment, r.spec.smoke, r.spec.config_path)
                                                      for r in runs)), args.data_dir)
+        check_room(Path(args.results), 10, "results")   # records and results, before anything is submitted
         profile = choose_profile(args, runs, ledger)
         with ledger.lock():   # check-and-submit is atomic across launchers
             code = submit(refresh_states(runs, ledger), args, ledger, profile)
@@ -273,7 +276,7 @@ def main(argv: list[str] | None = None) -> int:
             time.sleep(1)     # let the controller list what was just submitted
             code = wait_for_runs(lambda: refresh_states(runs, ledger), print_table)
         return code
-    except (ConfigError, ProfileError) as exc:
+    except (ConfigError, ProfileError, StorageError) as exc:
         fail(str(exc))
     return 2
 

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
+from hw5.config import ConfigError, parse_yaml
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 PROFILE_DIR = REPO_ROOT / "slurm" / "profiles"
@@ -80,9 +80,9 @@ def load_profile(name_or_path: str) -> Profile:
         raise ProfileError(f"{path}: no such cluster profile (available: {', '.join(available_profiles())}; "
                            "or pass --profile path/to/profile.yaml)")
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    except yaml.YAMLError as exc:
-        raise ProfileError(f"{path}: not valid YAML: {exc}".replace("\n", " ")) from None
+        data = parse_yaml(path) or {}       # the experiments file's strict reader: no key given twice
+    except ConfigError as exc:
+        raise ProfileError(str(exc)) from None
     merged = _merge(path, "", copy.deepcopy(DEFAULTS), data)
     kind = merged["container"]["kind"]
     if kind not in CONTAINER_KINDS:

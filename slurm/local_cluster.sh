@@ -300,7 +300,10 @@ cmd_stop_daemons() {   # reverse start order
   stop_pid "$RUN/slurmdbd.pid" slurmdbd
   stop_pid "$DB/run/mysqld.pid" mariadbd
   # munged is shared by both flavours: keep it while the other flavour's daemons run
-  if pgrep -x 'slurmctld|slurmd|slurmdbd' >/dev/null; then say "munged kept (another cluster uses it)"
+  local other=/tmp/hw5-slurm-strict
+  [ "$FLAVOUR" = strict ] && other=/tmp/hw5-slurm
+  if pid_alive "$other/run/slurmctld.pid" slurmctld || pid_alive "$other/run/slurmd.pid" slurmd; then
+    say "munged kept (the other flavour's cluster under $other uses it)"
   else stop_pid /run/munge/munged.pid munged; fi
 }
 

@@ -55,3 +55,25 @@ def fast_grid(tmp_path: Path, **smoke_overrides) -> Path:
 @pytest.fixture
 def grid_file(tmp_path) -> Path:
     return fast_grid(tmp_path)
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """small_disk(mb, read_only=False): a real tmpfs of that size mounted under tmp_path (root only;
+    skipped where mounting is not allowed). Unmounted afterwards."""
+    import subprocess
+    mounted = []
+
+    def make(mb: float, read_only: bool = False) -> Path:
+        point = tmp_path / f"disk{len(mounted)}"
+        point.mkdir()
+        options = f"size={int(mb * 1024)}k" + (",ro" if read_only else "")
+        done = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(point)],
+                              capture_output=True, text=True)
+        if done.returncode != 0:
+            pytest.skip(f"cannot mount a tmpfs here ({done.stderr.strip() or 'not root'})")
+        mounted.append(point)
+        return point
+    yield make
+    for point in mounted:
+        subprocess.run(["umount", "-l", str(point)], capture_output=True)

@@ -341,3 +341,39 @@ def test_cli_help_and_no_torch_import():
     assert imported == "['hw5.contract']"   # the run contract, torch-free
     for option in ("--results", "--experiments", "--seeds", "Exit status"):
         assert option in help_text
+
+
+@pytest.mark.parametrize("values, says", [
+    ({"test__confusion_matrix": "x"}, "test.confusion_matrix (not rows of counts)"),
+    ({"test__accuracy": 7.5}, "test.accuracy (7.5 is not a number in [0, 1])"),
+    ({"history": [{"epoch": 1, "train_loss": "low"}]}, "history.train_loss (not a number)"),
+    ({"history": "x"}, "history (not a list of epoch rows)"),
+])
+def test_a_wrongly_typed_or_out_of_range_metrics_file_is_corrupt_never_averaged(tmp_path, capsys, values, says):
+    results = tmp_path / "results"
+    grid = write_grid(tmp_path / "grid.yaml", ["nli-full"], [0, 1])
+    make_run(results, "nli-full", 0, grid, test__accuracy=0.8)
+    bad = make_run(results, "nli-full", 1, grid, **values)
+    assert aggregate.main(["--results", str(results), "--experiments", str(grid)]) == 1
+    err = capsys.readouterr().err
+    assert f"skipped corrupt {bad}" in err and says in err and "Traceback" not in err
+    row = read_csv_rows(results / "tables" / "nli_summary.csv")["nli-full"]
+    assert (row["n"], row["accuracy_mean"], row["flags"]) == (1, pytest.approx(0.8), "corrupt: 1")
+
+
+def test_an_internal_error_exits_3_and_keeps_the_previous_outputs(tmp_path, capsys, monkeypatch):
+    results = tmp_path / "results"
+    grid = write_grid(tmp_path / "grid.yaml", ["nli-full"], [0])
+    make_run(results, "nli-full", 0, grid)
+    argv = ["--results", str(results), "--experiments", str(grid)]
+    assert aggregate.main(argv) == 0
+    before = {p.relative_to(results): p.read_bytes() for p in results.rglob("*") if p.is_file()}
+
+    def a_bug(*args, **kwargs):
+        raise ZeroDivisionError("a bug in a section")
+    monkeypatch.setattr(aggregate.sections, "overall_section", a_bug)   # fails after tables and plots were written
+    assert aggregate.main(argv) == 3
+    err = capsys.readouterr().err
+    assert "Traceback" in err and "ZeroDivisionError: a bug in a section" in err and "are kept" in err
+    after = {p.relative_to(results): p.read_bytes() for p in results.rglob("*") if p.is_file()}
+    assert after == before      # the previous set, whole: no mix of new and old tables

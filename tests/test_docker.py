@@ -67,6 +67,16 @@ def test_image_metadata_names_the_commit_and_a_non_root_user(built):
         assert var in s["env"]
 
 
+def test_no_folder_of_the_image_is_world_writable(built):
+    modes = {line.split()[0]: line.split()[1:] for line in summary(built)["modes"] if line.startswith("/")}
+    for folder in ("/app/results", "/app/checkpoints", "/cache"):
+        mode, owner = modes[folder]
+        assert int(mode, 8) & 0o002 == 0 and int(mode, 8) & 0o020 and owner == "10001:0", (folder, mode, owner)
+    ours = ("/app", "/cache", "/data", "/opt/hw5")      # the base image's own folders are its business
+    writable = [line.split()[1] for line in summary(built)["modes"] if line.startswith("world-writable")]
+    assert not [p for p in writable if p.startswith(ours)], writable
+
+
 def test_smoke_run_writes_metrics_into_the_mounted_results(built):
     m = metrics(built, "results-rw", "nli-full")
     assert (m["schema"], m["experiment"], m["task"], m["seed"], m["smoke"]) == (1, "nli-full", "nli", 0, True)

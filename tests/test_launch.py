@@ -307,7 +307,7 @@ def test_local_launch_runs_waits_and_reports_a_failure_with_its_traceback(local)
     out = launch(_local_args(local, *only), local["env"], timeout=RUN_TIMEOUT_S)
     assert out.returncode == 1, out.stdout          # one run failed
     assert "1 ok, 1 failed (nli-broken/seed-0)" in out.stdout, out.stdout
-    assert "keep_first_layers" in out.stdout, out.stdout   # the traceback is shown, not hidden
+    assert "keep_layers is 50, but the model" in out.stdout, out.stdout   # the failure is shown, not hidden
     assert metrics(local["results"], "nli-full", 0)["smoke"] is True
     status = launch(_local_args(local, "--status", *only), local["env"])
     assert re.search(r"nli-full\s+0\s+done", status.stdout) and re.search(rf"{BROKEN}\s+0\s+failed", status.stdout)

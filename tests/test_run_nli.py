@@ -151,7 +151,9 @@ def test_checkpoint_of_another_config_is_ignored(tmp_path, capsys):
     assert "config hash aaaaaaaa != bbbbbbbb" in capsys.readouterr().err
     (tmp_path / "last.pt").write_bytes(b"not a checkpoint")
     assert Checkpointer(tmp_path, "aaaaaaaa").load() is None
-    assert "ignoring unreadable checkpoint" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "ignoring unreadable checkpoint" in err and "damaged or not a checkpoint" in err
+    assert "weights_only" not in err      # never the advice to run the file's code
 
 
 def test_bad_csv_fails_cleanly_with_no_partial_result(tmp_path, data_dir, capsys):
@@ -247,3 +249,33 @@ def test_force_retrains_from_scratch_and_sets_the_old_checkpoint_aside(tmp_path,
     assert "set aside as nli-full-0.set-aside-" in out and "resumed from" not in out
     assert list((tmp_path / "x" / "ckpt").glob("nli-full-0.set-aside-*/last.pt"))
     assert strip_timing(forced) == strip_timing(reference)
+
+
+@pytest.mark.slow
+def test_an_unreadable_best_checkpoint_beside_a_good_last_one_starts_over(tmp_path, data_dir, monkeypatch, capsys):
+    monkeypatch.setenv("HW5_DATA_DIR", str(data_dir))
+    grid = fast_grid(tmp_path, nli={"epochs": 2})
+    reference = run("nli-full", 0, tmp_path / "ref", grid)
+    from hw5.nli import NLIData
+    original, calls = NLIData.collate, {"n": 0}
+
+    def stop_in_epoch_2(self, indices, split):           # after epoch 1 wrote best.pt
+        if split == "train":
+            calls["n"] += 1
+            if calls["n"] == 8:
+                hw5.train.STOP.set()
+        return original(self, indices, split)
+    monkeypatch.setattr(NLIData, "collate", stop_in_epoch_2)
+    try:
+        with pytest.raises(hw5.train.Interrupted):
+            run("nli-full", 0, tmp_path / "x", grid)
+    finally:
+        hw5.train.STOP.clear()
+    monkeypatch.setattr(NLIData, "collate", original)
+    (tmp_path / "x" / "ckpt" / "nli-full-0" / "best.pt").write_bytes(b"damaged")
+    capsys.readouterr()
+    again = run("nli-full", 0, tmp_path / "x", grid)
+    captured = capsys.readouterr()
+    assert "best.pt is missing or unreadable" in captured.err and "training from scratch" in captured.err
+    assert "resumed from" not in captured.out
+    assert strip_timing(again) == strip_timing(reference)

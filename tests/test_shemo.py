@@ -4,13 +4,16 @@ from __future__ import annotations
 import csv
 import functools
 import http.server
+import io
 import json
 import threading
 import zipfile
 from collections import Counter
 from pathlib import Path
 
+import numpy as np
 import pytest
+import soundfile as sf
 
 from hw5.data.shemo import (EMOTIONS, DataError, list_corpus,
                             load_modified_labels, parse_shemo_name, prepare_shemo, read_files_table)
@@ -49,11 +52,19 @@ def test_bad_names_are_rejected_with_the_name(name):
     assert name in str(info.value)
 
 
-def _tree(root: Path, names: dict[str, list[str]]) -> Path:
+def wav_bytes(seconds: float = 0.1, rate: int = 44100, seed: int = 0) -> bytes:
+    """A real (tiny) 16-bit mono WAV file's bytes."""
+    buffer = io.BytesIO()
+    samples = np.random.default_rng(seed).uniform(-0.1, 0.1, int(seconds * rate))
+    sf.write(buffer, samples, rate, format="WAV", subtype="PCM_16")
+    return buffer.getvalue()
+
+
+def _tree(root: Path, names: dict[str, list[str]], content: bytes | None = None) -> Path:
     for gender, files in names.items():
         (root / gender).mkdir(parents=True, exist_ok=True)
         for name in files:
-            (root / gender / name).write_bytes(b"RIFF")   # listing never decodes
+            (root / gender / name).write_bytes(wav_bytes() if content is None else content)
     return root
 
 
@@ -66,16 +77,24 @@ def test_list_corpus_labels_and_paths(tmp_path):
     assert {c.label for c in clips} == {"anger", "fear", "neutral", "happiness", "surprise"}
 
 
-def test_list_corpus_reports_every_odd_file_at_once(tmp_path):
+def test_list_corpus_reports_every_odd_file_at_once(tmp_path, capsys):
     root = _tree(tmp_path / "shemo", {"female": ["F01A01.wav", "M02A01.wav", "notes.txt",
-                                                 "F01X01.wav"], "male": ["M01H01.wav"]})
+                                                 "F01X01.wav", ".DS_Store", "Thumbs.db"], "male": ["M01H01.wav"]})
+    (root / "female" / "F01N01.wav").write_bytes(b"")                  # empty
+    (root / "male" / "M01S01.wav").write_bytes(b"not audio at all")    # garbage
+    cut = wav_bytes(seconds=0.5)
+    (root / "male" / "M01W01.wav").write_bytes(cut[: len(cut) // 2])   # truncated
     with pytest.raises(DataError) as info:
         list_corpus(root)
     message = str(info.value)
-    assert "3 problem(s)" in message
+    assert "6 problem(s)" in message, message                       # naming and content, in one pass
     assert "female/M02A01.wav" in message and "move it to male/" in message
     assert "female/notes.txt: not a .wav file" in message
     assert "female/F01X01.wav: not a ShEMO name" in message
+    assert "female/F01N01.wav: empty file (0 bytes)" in message
+    assert "male/M01S01.wav: cannot decode" in message and "male/M01W01.wav: truncated" in message
+    assert ".DS_Store" not in message and "Thumbs.db" not in message
+    assert "skipped 2 file(s) that unzip tools add (female/.DS_Store, female/Thumbs.db)" in capsys.readouterr().err
 
 
 def test_list_corpus_missing_folder_and_missing_files(tmp_path):
@@ -121,7 +140,7 @@ def _zip(path: Path, gender: str, names: list[str], prefix: str = "") -> Path:
     with zipfile.ZipFile(path, "w") as archive:
         archive.writestr(f"{prefix}{gender}/", "")
         for name in names:
-            archive.writestr(f"{prefix}{gender}/{name}", f"audio of {name}")
+            archive.writestr(f"{prefix}{gender}/{name}", wav_bytes(seed=len(name) + ord(name[-5])))
         archive.writestr(f"__MACOSX/{gender}/._{names[0]}", "resource fork")
     return path
 
@@ -143,7 +162,7 @@ def test_prepare_from_a_folder_of_zips_then_reuse(tmp_path):
     data = tmp_path / "data"
     counts = prepare_shemo(data, zips_from=_release(tmp_path / "zips"), expected=EXPECTED)
     assert counts == {"female": 3, "male": 2}
-    assert (data / "shemo" / "female" / "F02N03.wav").read_text() == "audio of F02N03.wav"
+    assert sf.info(data / "shemo" / "female" / "F02N03.wav").frames == 4410
     assert [c.name for c in list_corpus(data / "shemo")] == sorted(EXPECTED)
     assert _leftovers(data) == ["female", "male"]          # no staging folder, no OS metadata
     # prepared already: no zips needed the second time
@@ -225,3 +244,38 @@ def test_prepare_downloads_from_env_url_and_fails_clearly(tmp_path, http_base, m
     with pytest.raises(DataError, match="could not download") as info:
         prepare_shemo(tmp_path / "other", url="http://127.0.0.1:9", expected=EXPECTED)
     assert "\n" not in str(info.value)
+
+
+def test_prepare_never_replaces_a_good_tree_with_unverified_content(tmp_path):
+    data = tmp_path / "data"
+    prepare_shemo(data, zips_from=_release(tmp_path / "zips"), expected=EXPECTED)
+    good = (data / "shemo" / "male" / "M01H01.wav").read_bytes()
+    (data / "shemo" / "male" / "M03W02.wav").unlink()                 # the tree needs preparing again
+    bad = tmp_path / "bad"
+    _zip(bad / "female.zip", "female", SMALL["female"])
+    with zipfile.ZipFile(bad / "male.zip", "w") as archive:          # right names, wrong content
+        for name in SMALL["male"]:
+            archive.writestr(f"male/{name}", "not audio")
+    with pytest.raises(DataError, match="2 unpacked file.* not usable audio; the existing tree is kept"):
+        prepare_shemo(data, zips_from=bad, expected=EXPECTED)
+    assert (data / "shemo" / "male" / "M01H01.wav").read_bytes() == good
+    assert _leftovers(data) == ["female", "male"]
+
+
+def test_prepare_caps_member_sizes_before_writing(tmp_path, monkeypatch):
+    import hw5.data.shemo as shemo
+    monkeypatch.setattr(shemo, "MAX_MEMBER_BYTES", 2**16)   # a small cap stands for the real 32 MB
+    zips = _release(tmp_path / "zips")
+    with zipfile.ZipFile(zips / "male.zip", "w", zipfile.ZIP_DEFLATED) as archive:
+        archive.writestr("male/M01H01.wav", b"\0" * 2**20)     # 1 MB of zeros: ~1 kB compressed
+        archive.writestr("male/M03W02.wav", wav_bytes())
+    with pytest.raises(DataError, match="'male/M01H01.wav' unpacks to 1 MB, more than any ShEMO clip"):
+        prepare_shemo(tmp_path / "data", zips_from=zips, expected=EXPECTED)
+    assert _leftovers(tmp_path / "data") == [] and not list(tmp_path.glob("data/**/*.wav"))
+
+
+def test_prepare_checks_free_space_first(tmp_path, small_disk):
+    data = small_disk(16)                    # a real 16 MB filesystem: less than the tree + margin
+    with pytest.raises(DataError, match=r"GB free, unpacking ShEMO needs"):
+        prepare_shemo(data, zips_from=_release(tmp_path / "zips"), expected=EXPECTED)
+    assert not list(data.glob("**/*.wav"))

@@ -132,7 +132,7 @@ def test_launch_submits_an_array_once_and_reports_status(cluster):
     final = launch(_args(cluster, "--status", *only), cluster["env"])
     assert _status_rows(final.stdout) == {("nli-full", 0): "done", ("nli-full", 1): "done",
                                           (BROKEN, 0): "failed", (BROKEN, 1): "failed"}, final.stdout
-    assert "keep_first_layers" in final.stdout and "Traceback" in final.stdout, final.stdout
+    assert "keep_layers is 50, but the model" in final.stdout and "Traceback" in final.stdout, final.stdout
     third = launch(_args(cluster, *only), cluster["env"])
     assert "nothing to submit" in third.stdout, third.stdout
 

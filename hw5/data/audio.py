@@ -64,6 +64,23 @@ def load_clip(path: str | os.PathLike, target_sr: int = TARGET_SR,
     return np.ascontiguousarray(mono, dtype=np.float32)
 
 
+def header_problem(path: str | os.PathLike) -> str | None:
+    """What is wrong with a WAV without decoding it (empty, not audio, truncated), or None."""
+    try:
+        if os.path.getsize(path) == 0:
+            return f"{path}: empty file (0 bytes); replace it with the original WAV"
+        with sf.SoundFile(path) as audio_file:
+            _check_not_truncated(audio_file)
+            if audio_file.frames == 0:
+                return f"{path}: empty (0 samples); replace it with the original WAV"
+    except DataError as exc:
+        return str(exc)
+    except (sf.SoundFileError, RuntimeError, OSError) as exc:
+        reason = getattr(exc, "error_string", None) or str(exc)
+        return f"{path}: cannot decode ({reason}); replace it with the original WAV"
+    return None
+
+
 def _check_not_truncated(audio_file: sf.SoundFile) -> None:
     match = _SHORT_DATA.search(audio_file.extra_info)
     if match and int(match.group(2)) < int(match.group(1)):

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import io
 import os
 import re
 import urllib.error
@@ -15,7 +16,7 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
-from hw5.io import atomic_path
+from hw5.io import atomic_path, sha256_file
 from hw5.errors import DataError
 
 SPLITS = {"train": "Train-word.csv", "val": "Val-word.csv", "test": "Test-word.csv"}
@@ -28,6 +29,8 @@ SHA256 = {
     "Val-word.csv": "a1f2a8bec45a597f5971c58911fabf3d9f7574b819bf637ab94f08f7be1c963e",
     "Test-word.csv": "d0dd25408036e5dd8587a8e0d98585b46b4a7d0057fece0992fb8d490ad44f4f",
 }
+# Pairs per file in the release (with SHA256: a file that lost or gained rows is caught before training).
+ROWS = {"Train-word.csv": 7266, "Val-word.csv": 1537, "Test-word.csv": 1564}
 HARD_COLUMNS = {"hard(hypothesis)": "hard_hypothesis", "hard(overlap)": "hard_overlap"}
 
 
@@ -117,16 +120,15 @@ def read_split(data_dir: Path, split: str, normalize: bool = True) -> list[NLIPa
     """Parse one split strictly; every bad row is reported as file:line."""
     path = farstail_dir(data_dir) / SPLITS[split]
     pairs, errors = [], []
-    with open(path, encoding="utf-8", newline="") as fh:
-        reader = csv.reader(fh, delimiter="\t")
-        header = next(reader, None)
-        expected = ["premise", "hypothesis", "label"] + (list(HARD_COLUMNS) if split == "test" else [])
-        if header is None or [h.strip() for h in header[:len(expected)]] != expected:
-            raise DataError(f"{path}:1: header {header} should start with {expected}")
-        for row in reader:
-            pair = _parse_row(row, len(header), errors, f"{path}:{reader.line_num}")
-            if pair:
-                pairs.append(pair)
+    reader = csv.reader(io.StringIO(_utf8_text(path), newline=""), delimiter="\t")
+    header = next(reader, None)
+    expected = ["premise", "hypothesis", "label"] + (list(HARD_COLUMNS) if split == "test" else [])
+    if header is None or [h.strip() for h in header[:len(expected)]] != expected:
+        raise DataError(f"{path}:1: header {header} should start with {expected}")
+    for row in reader:
+        pair = _parse_row(row, len(header), errors, f"{path}:{reader.line_num}")
+        if pair:
+            pairs.append(pair)
     if errors:
         shown = "\n  ".join(errors[:10]) + (f"\n  … and {len(errors) - 10} more" if len(errors) > 10 else "")
         raise DataError(f"{path}: {len(errors)} malformed row(s); fix or replace the file:\n  {shown}")
@@ -134,6 +136,19 @@ def read_split(data_dir: Path, split: str, normalize: bool = True) -> list[NLIPa
         for p in pairs:
             p.premise, p.hypothesis = normalize_persian(p.premise), normalize_persian(p.hypothesis)
     return pairs
+
+
+def _utf8_text(path: Path) -> str:
+    """The file as text; bytes that are not UTF-8 (another encoding, a file cut inside a character)
+    are one error naming the line."""
+    raw = path.read_bytes()
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = raw[:exc.start].count(b"\n") + 1
+        raise DataError(f"{path}:{line}: not UTF-8 (byte 0x{raw[exc.start]:02x} at offset {exc.start}; "
+                        f"{exc.reason}): the file is damaged or in another encoding; restore it (delete it, "
+                        f"then `hw5 prepare nli`) or save it as UTF-8") from None
 
 
 def _parse_row(row: list[str], width: int, errors: list[str], where: str) -> NLIPair | None:
@@ -161,4 +176,22 @@ def _parse_row(row: list[str], width: int, errors: list[str], where: str) -> NLI
 def load_farstail(data_dir: Path, normalize: bool = True) -> dict[str, list[NLIPair]]:
     """All three splits, downloading them first if needed."""
     ensure_farstail(data_dir)
-    return {split: read_split(data_dir, split, normalize) for split in SPLITS}
+    splits = {split: read_split(data_dir, split, normalize) for split in SPLITS}
+    check_release(data_dir, splits)
+    return splits
+
+
+def check_release(data_dir: Path, splits: dict[str, list[NLIPair]]) -> None:
+    """A file with another row count than the release (and another hash) is an error, never a smaller
+    training set; one with the release's count but other bytes is used, with a note."""
+    for split, pairs in splits.items():
+        name = SPLITS[split]
+        path = farstail_dir(data_dir) / name
+        if sha256_file(path) == SHA256[name]:
+            continue
+        if len(pairs) != ROWS[name]:
+            raise DataError(f"{path}: {len(pairs):,} pairs, but the FarsTail release has {ROWS[name]:,} and this "
+                            f"file's sha256 differs from the release's: rows were lost or added; restore it "
+                            f"(delete it, then `hw5 prepare nli`)")
+        print(f"note: {path} differs from the FarsTail release (same {ROWS[name]:,} pairs, other bytes); "
+              f"runs record its fingerprint", flush=True)

@@ -117,7 +117,11 @@ def load_modified_labels(path: str | os.PathLike) -> dict[str, str]:
     return labels
 
 
-def _scan_folder(shemo_dir: Path, gender: str, problems: list[str]) -> list[ShemoFile]:
+# Files that unzip tools and file browsers add: skipped with a note, never errors.
+TOOL_LITTER = {".DS_Store", "Thumbs.db", "desktop.ini", "__MACOSX"}
+
+
+def _scan_folder(shemo_dir: Path, gender: str, problems: list[str], litter: list[str]) -> list[ShemoFile]:
     """Parse every entry of `<shemo_dir>/<gender>/`; anything odd becomes a problem line."""
     folder = shemo_dir / gender
     if not folder.is_dir():
@@ -126,6 +130,9 @@ def _scan_folder(shemo_dir: Path, gender: str, problems: list[str]) -> list[Shem
     files = []
     for entry in sorted(folder.iterdir()):
         where = f"{gender}/{entry.name}"
+        if entry.name in TOOL_LITTER or entry.name.startswith("._"):
+            litter.append(where)
+            continue
         if not entry.is_file() or entry.suffix != ".wav":
             problems.append(f"{where}: not a .wav file (remove it)")
             continue
@@ -140,6 +147,14 @@ def _scan_folder(shemo_dir: Path, gender: str, problems: list[str]) -> list[Shem
             continue
         files.append(parsed)
     return files
+
+
+def _content_problems(shemo_dir: Path, files: list[ShemoFile]) -> list[str]:
+    """Empty, non-audio and truncated WAVs, from their headers: listed with the naming problems, so
+    one pass names everything that is wrong with the tree."""
+    from hw5.data.audio import header_problem
+    found = (header_problem(shemo_dir / f.gender / f.name) for f in files)
+    return [p.replace(f"{shemo_dir}/", "") for p in found if p]
 
 
 def list_corpus(shemo_dir: str | os.PathLike, label_source: str = "filename",
@@ -157,8 +172,13 @@ def list_corpus(shemo_dir: str | os.PathLike, label_source: str = "filename",
         raise DataError(f"{shemo_dir}: ShEMO folder not found; run `hw5 prepare ser` "
                         f"(or unpack female.zip and male.zip there)")
     problems: list[str] = []
-    files = [f for gender in ("female", "male") for f in _scan_folder(shemo_dir, gender, problems)]
-    if problems:
+    litter: list[str] = []
+    files = [f for gender in ("female", "male") for f in _scan_folder(shemo_dir, gender, problems, litter)]
+    if litter:
+        print(f"note: {shemo_dir}: skipped {len(litter)} file(s) that unzip tools add ({', '.join(litter[:3])}"
+              f"{', ...' if len(litter) > 3 else ''})", file=sys.stderr, flush=True)
+    if problems:   # the files' contents too, so that one pass names every problem
+        problems += _content_problems(shemo_dir, files)
         raise DataError(f"{shemo_dir}: {len(problems)} problem(s) in the ShEMO tree:\n  "
                         + _format_problems(problems))
     if expect_full:
@@ -256,27 +276,77 @@ def _member_target(member: zipfile.ZipInfo, zip_name: str, gender: str) -> str |
     return path.name
 
 
-def _unpack(zip_path: Path, gender: str, into: Path) -> set[str]:
-    """Unpack a release zip flat into `into/`; only ShEMO WAV names are written (no traversal)."""
-    into.mkdir(parents=True)
-    names: set[str] = set()
+# The longest ShEMO clip is ~33 s of 44.1 kHz 16-bit mono (< 3 MB): a member declaring or unpacking to
+# more is not the release (a zip bomb would fill the disk before anything could be checked).
+MAX_MEMBER_BYTES = 32 * 2**20
+
+
+def _members(zip_path: Path, gender: str) -> list[tuple[zipfile.ZipInfo, str]]:
+    """(member, WAV name) for every clip of a release zip, checked before anything is written."""
     try:
         with zipfile.ZipFile(zip_path) as archive:
-            for member in archive.infolist():
-                target = _member_target(member, zip_path.name, gender)
-                if target is None:
-                    continue
-                if target in names:
-                    raise DataError(f"{zip_path}: '{target}' appears twice in the zip")
+            infos = archive.infolist()
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError, zlib.error, OSError) as exc:
+        raise DataError(f"{zip_path}: corrupt or truncated zip ({exc}); delete it and download it again") from None
+    members, names = [], set()
+    for member in infos:
+        target = _member_target(member, zip_path.name, gender)
+        if target is None:
+            continue
+        if target in names:
+            raise DataError(f"{zip_path}: '{target}' appears twice in the zip")
+        if member.file_size > MAX_MEMBER_BYTES:
+            raise DataError(f"{zip_path}: '{member.filename}' unpacks to {member.file_size / 2**20:.0f} MB, more "
+                            f"than any ShEMO clip ({MAX_MEMBER_BYTES // 2**20} MB at most); not the release zip")
+        members.append((member, target))
+        names.add(target)
+    return members
+
+
+def _unpack(zip_path: Path, members: list[tuple[zipfile.ZipInfo, str]], into: Path) -> set[str]:
+    """Unpack the checked members flat into `into/` (only ShEMO WAV names are written: no traversal)."""
+    into.mkdir(parents=True)
+    try:
+        with zipfile.ZipFile(zip_path) as archive:
+            for member, target in members:
                 with archive.open(member) as src, open(into / target, "wb") as dst:
-                    shutil.copyfileobj(src, dst, length=1 << 20)
-                names.add(target)
+                    _copy_capped(src, dst, zip_path, member.filename)
     except (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError, zlib.error) as exc:
         raise DataError(f"{zip_path}: corrupt or truncated zip ({exc}); delete it and download it "
                         f"again") from None
     except OSError as exc:   # reading the zip or writing the tree (e.g. disk full)
         raise DataError(f"{zip_path}: could not unpack into {into} ({exc})") from None
-    return names
+    return {target for _, target in members}
+
+
+def _copy_capped(src, dst, zip_path: Path, member: str) -> None:
+    written = 0
+    while block := src.read(1 << 20):
+        written += len(block)
+        if written > MAX_MEMBER_BYTES:   # more than its header declared: refuse before the disk fills
+            raise DataError(f"{zip_path}: '{member}' unpacks to more than {MAX_MEMBER_BYTES // 2**20} MB; "
+                            f"not the release zip")
+        dst.write(block)
+
+
+def _check_free_space(folder: Path, members: dict[str, list[tuple[zipfile.ZipInfo, str]]]) -> None:
+    need = sum(m.file_size for group in members.values() for m, _ in group)
+    free = shutil.disk_usage(folder).free
+    if free < need * 1.1 + 64 * 2**20:    # the unpacked tree, a margin, and nothing half-written
+        raise DataError(f"{folder}: {free / 2**30:.2f} GB free, unpacking ShEMO needs {need / 2**30:.2f} GB; "
+                        f"free some space or pass another --data-dir")
+
+
+def _verify_tree(staging: Path, label: str) -> None:
+    """Every unpacked WAV is readable audio: a zip with the right names but other content never
+    replaces a good tree."""
+    from hw5.data.audio import header_problem
+    problems = [p for gender in GENDERS.values() for path in sorted((staging / gender).iterdir())
+                if (p := header_problem(path))]
+    if problems:
+        shown = [p.replace(f"{staging}/", "") for p in problems]
+        raise DataError(f"{label}: {len(problems)} unpacked file(s) are not usable audio; the existing tree is "
+                        f"kept:\n  " + _format_problems(shown) + "\nDownload the release zips again")
 
 
 def _fetch_zips(data_dir: Path, zips_from: str | os.PathLike | None, url: str | None) -> dict[str, Path]:
@@ -316,13 +386,17 @@ def prepare_shemo(data_dir: str | os.PathLike, zips_from: str | os.PathLike | No
     shemo_dir.mkdir(parents=True, exist_ok=True)
     for stale in shemo_dir.glob(".unpack-*"):    # left by an interrupted earlier run
         shutil.rmtree(stale, ignore_errors=True)
+    members = {gender: _members(zips[f"{gender}.zip"], gender) for gender in GENDERS.values()}
+    _check_free_space(shemo_dir, members)
     staging = Path(tempfile.mkdtemp(prefix=".unpack-", dir=shemo_dir))
+    label = " + ".join(str(p) for p in zips.values())
     try:
         present = set()
         for gender in GENDERS.values():
-            present |= _unpack(zips[f"{gender}.zip"], gender, staging / gender)
-        _check_complete(" + ".join(str(p) for p in zips.values()), present, expected)
-        for gender in GENDERS.values():   # each folder appears whole or not at all
+            present |= _unpack(zips[f"{gender}.zip"], members[gender], staging / gender)
+        _check_complete(label, present, expected)
+        _verify_tree(staging, label)
+        for gender in GENDERS.values():   # both verified: each folder appears whole or not at all
             if (shemo_dir / gender).exists():
                 shutil.rmtree(shemo_dir / gender)
             share_like_umask(staging / gender, recursive=True)

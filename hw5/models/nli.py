@@ -1,12 +1,11 @@
 """NLI model: a pretrained BERT encoder (AutoModel) + our dropout/linear head on the [CLS] vector."""
 from __future__ import annotations
 
-import os
-
 import torch
 from torch import nn
 
-from hw5.config import NLIConfig
+from hw5.config import ConfigError, NLIConfig
+from hw5.models.hub import from_pretrained
 from hw5.models.surgery import encoder_layers, freeze_layers, keep_first_layers, prune_heads, random_heads
 
 
@@ -23,17 +22,20 @@ class NLIClassifier(nn.Module):
         return self.head(self.dropout(hidden[:, 0]))
 
 
-def hub_kwargs(cfg) -> dict:
-    """from_pretrained kwargs: the cache dir and offline mode (compute nodes have no internet)."""
-    kwargs = {"cache_dir": cfg.cache_dir or None}
-    if os.environ.get("HF_HUB_OFFLINE") == "1":
-        kwargs["local_files_only"] = True
-    return kwargs
-
-
 def load_tokenizer(path: str, cfg: NLIConfig):
     from transformers import AutoTokenizer
-    return AutoTokenizer.from_pretrained(path, **hub_kwargs(cfg))
+    return from_pretrained(AutoTokenizer, path, cfg)
+
+
+def check_layer_counts(cfg: NLIConfig, layers: int, path: str) -> None:
+    """keep_layers / freeze_first_layers must fit the model: one clear error before any training."""
+    kept = cfg.keep_layers or layers
+    for key, value, limit in (("keep_layers", cfg.keep_layers, layers), ("freeze_first_layers",
+                                                                          cfg.freeze_first_layers, kept)):
+        if value > limit:
+            raise ConfigError(f"{key} is {value}, but the model {path} has {limit} encoder layers"
+                              f"{' kept' if key == 'freeze_first_layers' and cfg.keep_layers else ''}: "
+                              f"set {key} to 0..{limit} in the experiments file")
 
 
 def build_nli_model(path: str, cfg: NLIConfig, num_labels: int, seed: int) -> tuple[NLIClassifier, dict]:
@@ -42,7 +44,8 @@ def build_nli_model(path: str, cfg: NLIConfig, num_labels: int, seed: int) -> tu
     Returns the model and a record of what the variant did (kept in metrics.json).
     """
     from transformers import AutoModel
-    encoder = AutoModel.from_pretrained(path, add_pooling_layer=False, **hub_kwargs(cfg))
+    encoder = from_pretrained(AutoModel, path, cfg, add_pooling_layer=False)
+    check_layer_counts(cfg, len(encoder_layers(encoder)), path)
     variant: dict = {}
     if cfg.keep_layers:
         keep_first_layers(encoder, cfg.keep_layers)

@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from hw5.config import SERConfig
-from hw5.models.nli import hub_kwargs
+from hw5.models.hub import from_pretrained
 
 
 def masked_mean(frames: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -236,7 +236,7 @@ def build_ser_model(path: str, cfg: SERConfig, num_labels: int) -> tuple[SERClas
     from transformers import AutoModel
     # LayerDrop decides on the host (torch.rand per layer): a captured graph would freeze one choice
     layerdrop = {"layerdrop": 0.0} if cfg.cuda_graphs else {}
-    encoder = AutoModel.from_pretrained(path, mask_time_prob=cfg.mask_time_prob, **layerdrop, **hub_kwargs(cfg))
+    encoder = from_pretrained(AutoModel, path, cfg, mask_time_prob=cfg.mask_time_prob, **layerdrop)
     variant = {"pooling": cfg.pooling, "frozen_feature_encoder": cfg.freeze_feature_encoder,
                "layerdrop": encoder.config.layerdrop}
     if cfg.freeze_feature_encoder:
@@ -247,4 +247,4 @@ def build_ser_model(path: str, cfg: SERConfig, num_labels: int) -> tuple[SERClas
 
 def load_feature_extractor(path: str, cfg: SERConfig):
     from transformers import Wav2Vec2FeatureExtractor
-    return Wav2Vec2FeatureExtractor.from_pretrained(path, **hub_kwargs(cfg))
+    return from_pretrained(Wav2Vec2FeatureExtractor, path, cfg)
