@@ -291,8 +291,6 @@ def _validated(path: Path, name: str, cfg: TrainConfig) -> TrainConfig:
     if cfg.batch_budget < 0 or (cfg.batch_budget and cfg.batching != "bucket"):
         raise ConfigError(f"{path}: {name}.batch_budget is {cfg.batch_budget}: it needs batching: bucket "
                           f"and a positive number of padded tokens (NLI) or audio-seconds (SER)")
-    if cfg.width_step < 0:
-        raise ConfigError(f"{path}: {name}.width_step must be >= 0 (0 = pad to each batch's longest example)")
     _check_graphs(path, name, cfg)
     if isinstance(cfg, SERConfig) and cfg.feature_cache and not cfg.freeze_feature_encoder:
         raise ConfigError(f"{path}: {name}: feature_cache needs freeze_feature_encoder: true "

@@ -84,7 +84,7 @@ def run_config(cfg: TrainConfig, name: str, seed: int, smoke: bool, results_dir,
     ckpt = Path(checkpoint_dir) if checkpoint_dir else default_ckpt
     check_room(out, RESULTS_ROOM_MB, "results")
     check_room(ckpt, CHECKPOINT_ROOM_MB["smoke" if smoke else "full"], "checkpoint")
-    with run_lock(out):
+    with run_lock(out, ckpt):
         done = _done_or_refused(out, key, replace, rerun)    # again: another process may just have finished
         if done is not None:
             return done
@@ -113,9 +113,10 @@ CHECKPOINT_ROOM_MB = {"smoke": 100, "full": 4000}
 
 
 @contextlib.contextmanager
-def run_lock(out: Path):
-    """One process per run folder: a second `hw5 run` of the same run says who holds it and stops."""
-    path = out.parent / f".{out.name}.lock"
+def run_lock(out: Path, ckpt: Path):
+    """One process per run: a second `hw5 run` of the same run says who holds it and stops. The lock
+    lives beside the run's checkpoint folder, so a run that fails early leaves nothing in results/."""
+    path = ckpt.parent / f".{ckpt.name}.lock"
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "a+") as handle:
         try:

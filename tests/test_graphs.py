@@ -129,7 +129,7 @@ def test_graphed_ser_turns_layerdrop_off_and_records_it(tmp_path):
     ({"cuda_graphs": True, "width_step": 0}, "width_step > 0"),
     ({"cuda_graphs": True, "width_step": 16, "batch_budget": 2048.0}, "batch_budget: 0"),
     ({"cuda_graphs": True, "width_step": 16, "batching": "fixed"}, "one shape already"),
-    ({"width_step": -1}, "width_step must be >= 0"),
+    ({"width_step": -1}, "width_step is -1.0; it must be >= 0"),
 ])
 def test_graph_settings_that_cannot_work_are_config_errors(tmp_path, overrides, says):
     grid = fast_grid(tmp_path, nli=overrides)

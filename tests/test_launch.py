@@ -311,7 +311,7 @@ def test_local_launch_runs_waits_and_reports_a_failure_with_its_traceback(local)
     assert metrics(local["results"], "nli-full", 0)["smoke"] is True
     status = launch(_local_args(local, "--status", *only), local["env"])
     assert re.search(r"nli-full\s+0\s+done", status.stdout) and re.search(rf"{BROKEN}\s+0\s+failed", status.stdout)
-    assert "ValueError" in status.stdout, status.stdout
+    assert "ConfigError: keep_layers is 50" in status.stdout, status.stdout
     again = launch(_local_args(local, *only), local["env"])
     assert again.returncode == 0 and "nothing to submit" in again.stdout, again.stdout
 
