@@ -36,7 +36,8 @@ def model_path(cfg: SERConfig) -> str:
 def load_clips(cfg: SERConfig, data_dir: Path) -> list[ShemoClip]:
     folder = corpus_dir(cfg, data_dir)
     modified = Path(data_dir) / "shemo" / "modified_shemo.json" if cfg.label_source == "modified" else None
-    return list_corpus(folder, cfg.label_source, modified_path=modified)
+    # the real release must be whole: a missing clip is an error naming it, never a smaller study
+    return list_corpus(folder, cfg.label_source, modified_path=modified, expect_full=cfg.corpus == "shemo")
 
 
 def split_indices(cfg: SERConfig, clips: list[ShemoClip]) -> dict[str, np.ndarray]:

@@ -248,3 +248,12 @@ def test_the_umask_is_read_without_being_changed(tmp_path):
     out = subprocess.run([sys.executable, "-c", probe], env={**os.environ, "D": str(tmp_path), "PYTHONPATH": str(REPO)},
                          capture_output=True, text=True, check=True)
     assert out.stdout.split() == ["0o27", "0o640", "0o27"]
+
+
+def test_a_shemo_tree_missing_clips_is_an_error_never_a_smaller_study(tmp_path, capsys):
+    from test_shemo import SMALL, _tree
+    _tree(tmp_path / "data" / "shemo", SMALL)                  # 5 real WAVs of the 3,000
+    code, err = hw5_main(capsys, "stats", "ser", "--data-dir", tmp_path / "data", "--results", tmp_path / "r")
+    assert code == 2 and "Traceback" not in err, err        # the error's first line, then the files it lists
+    assert err.startswith("hw5 stats: error: ") and "2995 of 3000 expected file(s) missing" in err.splitlines()[0]
+    assert "missing: F01A02.wav" in err and "hw5 prepare ser" in err
