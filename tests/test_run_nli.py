@@ -79,6 +79,25 @@ def test_same_seed_same_results_other_seed_differs(tmp_path, data_dir, monkeypat
     assert a["variant"]["removed_heads"] != c["variant"]["removed_heads"]
 
 
+def interrupted_at_train_step(step: int, monkeypatch, call) -> None:
+    """call() with a "USR2" arriving at the given training step (the loop checkpoints and stops there)."""
+    from hw5.nli import NLIData
+    original, calls = NLIData.collate, {"n": 0}
+
+    def collate(self, indices, split):
+        if split == "train":
+            calls["n"] += 1
+            if calls["n"] == step:
+                hw5.train.STOP.set()
+        return original(self, indices, split)
+    monkeypatch.setattr(NLIData, "collate", collate)
+    try:
+        call()
+    finally:
+        hw5.train.STOP.clear()
+        monkeypatch.setattr(NLIData, "collate", original)
+
+
 def strip_timing(m: dict) -> dict:
     """What must be identical after a resume; the epoch's mean train loss is summed in another order
     across the interruption, so it is compared to 1e-9 relative."""
@@ -93,21 +112,8 @@ def test_interrupted_run_resumes_to_the_same_metrics(tmp_path, data_dir, monkeyp
     monkeypatch.setenv("HW5_DATA_DIR", str(data_dir))
     grid = fast_grid(tmp_path, nli={"epochs": 2})
     reference = run("nli-full", 0, tmp_path / "ref", grid)
-    from hw5.nli import NLIData
-    original, calls = NLIData.collate, {"n": 0}
-
-    def stop_at_step_8(self, indices, split):          # a "USR2" arriving mid-epoch 2
-        if split == "train":
-            calls["n"] += 1
-            if calls["n"] == 8:
-                hw5.train.STOP.set()
-        return original(self, indices, split)
-    monkeypatch.setattr(NLIData, "collate", stop_at_step_8)
-    try:
-        with pytest.raises(hw5.train.Interrupted, match="epoch 2 step 2"):
-            run("nli-full", 0, tmp_path / "x", grid)
-    finally:
-        hw5.train.STOP.clear()
+    with pytest.raises(hw5.train.Interrupted, match="epoch 2 step 2"):
+        interrupted_at_train_step(8, monkeypatch, lambda: run("nli-full", 0, tmp_path / "x", grid))
     assert (tmp_path / "x" / "ckpt" / "nli-full-0" / "last.pt").exists()
     cfg = resolve_config("nli-full", True, grid)
     key = run_key("nli-full", 0, True, cfg, data_fingerprint(cfg, data_dir))
@@ -256,22 +262,8 @@ def test_an_unreadable_best_checkpoint_beside_a_good_last_one_starts_over(tmp_pa
     monkeypatch.setenv("HW5_DATA_DIR", str(data_dir))
     grid = fast_grid(tmp_path, nli={"epochs": 2})
     reference = run("nli-full", 0, tmp_path / "ref", grid)
-    from hw5.nli import NLIData
-    original, calls = NLIData.collate, {"n": 0}
-
-    def stop_in_epoch_2(self, indices, split):           # after epoch 1 wrote best.pt
-        if split == "train":
-            calls["n"] += 1
-            if calls["n"] == 8:
-                hw5.train.STOP.set()
-        return original(self, indices, split)
-    monkeypatch.setattr(NLIData, "collate", stop_in_epoch_2)
-    try:
-        with pytest.raises(hw5.train.Interrupted):
-            run("nli-full", 0, tmp_path / "x", grid)
-    finally:
-        hw5.train.STOP.clear()
-    monkeypatch.setattr(NLIData, "collate", original)
+    with pytest.raises(hw5.train.Interrupted):         # in epoch 2: epoch 1 wrote best.pt
+        interrupted_at_train_step(8, monkeypatch, lambda: run("nli-full", 0, tmp_path / "x", grid))
     (tmp_path / "x" / "ckpt" / "nli-full-0" / "best.pt").write_bytes(b"damaged")
     capsys.readouterr()
     again = run("nli-full", 0, tmp_path / "x", grid)
