@@ -127,6 +127,10 @@ class GridSpec:
     experiments: list[str]
     raw: dict = field(repr=False, default_factory=dict)
 
+    def resolve(self, name: str, smoke: bool = False) -> TrainConfig:
+        """resolve_config for this parsed file, without reading it again."""
+        return _resolve(self, name, smoke)
+
 
 class DuplicateKey(yaml.YAMLError):
     def __init__(self, key, first: int, again: int):
@@ -288,7 +292,7 @@ def _validated(path: Path, name: str, cfg: TrainConfig) -> TrainConfig:
         if rule:
             raise ConfigError(f"{path}: {name}.{f.name} is {getattr(cfg, f.name)!r}; it must be {rule} "
                               f"(the default is {f.default!r})")
-    if cfg.batch_budget < 0 or (cfg.batch_budget and cfg.batching != "bucket"):
+    if cfg.batch_budget and cfg.batching != "bucket":
         raise ConfigError(f"{path}: {name}.batch_budget is {cfg.batch_budget}: it needs batching: bucket "
                           f"and a positive number of padded tokens (NLI) or audio-seconds (SER)")
     _check_graphs(path, name, cfg)

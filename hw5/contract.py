@@ -104,9 +104,10 @@ def _farstail(data_dir: Path) -> dict | None:
 
 
 def _shemo(data_dir: Path, label_source: str) -> dict | None:
+    from hw5.data.shemo import GENDERS, MODIFIED_LABELS_NAME
     folder = data_dir / "shemo"
     listing = []
-    for gender in ("female", "male"):
+    for gender in GENDERS.values():
         if (folder / gender).is_dir():
             listing += [f"{gender}/{p.name}:{p.stat().st_size}" for p in (folder / gender).iterdir()
                         if p.suffix == ".wav" and p.is_file()]
@@ -115,7 +116,7 @@ def _shemo(data_dir: Path, label_source: str) -> dict | None:
     listing.sort()
     found = {"source": "shemo", "clips": len(listing),
              "listing": hashlib.sha1("\n".join(listing).encode()).hexdigest()[:16]}
-    labels = folder / "modified_shemo.json"
+    labels = folder / MODIFIED_LABELS_NAME
     if label_source == "modified":
         found["labels"] = sha256_file(labels) if labels.is_file() else None
     return found

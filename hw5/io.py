@@ -72,6 +72,18 @@ def _sha256_cached(path: str, size: int, mtime_ns: int) -> str:
     return digest.hexdigest()
 
 
+def replace_dir(new: str | os.PathLike, target: str | os.PathLike) -> None:
+    """A staged folder takes target's place in one rename; an older target is renamed aside, then removed."""
+    new, target = Path(new), Path(target)
+    old = None
+    if target.exists():
+        old = target.with_name(f".{target.name}.old-{os.getpid()}")
+        os.replace(target, old)
+    os.replace(new, target)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
 def write_json_atomic(path: str | os.PathLike, obj: Any) -> Path:
     with atomic_path(path) as tmp:
         tmp.write_text(json.dumps(obj, indent=2, ensure_ascii=False, default=_jsonable) + "\n",

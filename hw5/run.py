@@ -21,7 +21,7 @@ from hw5 import contract
 from hw5.checkpoint import Checkpointer
 from hw5.config import ConfigError, TrainConfig, config_dict, config_from_dict, config_hash, grid_path, resolve_config
 from hw5.errors import RunRefused, StorageError
-from hw5.io import (check_room, checkpoint_root, data_dir as default_data_dir, now_iso, provenance,
+from hw5.io import (check_room, checkpoint_root, data_dir as default_data_dir, now_iso, provenance, replace_dir,
                     share_like_umask, write_json_atomic)
 from hw5.models.surgery import count_parameters
 from hw5.train import cuda_kernel_choices, evaluate, fit, peak_memory_mb, set_seed
@@ -255,20 +255,9 @@ def _write_outputs(out_dir: Path, cfg, metrics: dict, val: dict, test: dict, dat
                                                          "val": val["predictions"], "test": test["predictions"]})
         write_json_atomic(staging / "metrics.json", metrics)     # its existence means "done"
         share_like_umask(staging)
-        _replace_dir(staging, out_dir)
+        replace_dir(staging, out_dir)
     except OSError as exc:
         raise StorageError(f"{out_dir}: the results could not be written ({exc.strerror or exc}); nothing was "
                            f"kept (the checkpoint stays: rerun to finish)") from None
     finally:
         shutil.rmtree(staging, ignore_errors=True)
-
-
-def _replace_dir(new: Path, target: Path) -> None:
-    """new -> target in one rename; an older target (a stale result being replaced) is removed after."""
-    old = None
-    if target.exists():
-        old = target.with_name(f".{target.name}.old-{os.getpid()}")
-        os.replace(target, old)
-    os.replace(new, target)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)

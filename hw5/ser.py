@@ -12,7 +12,7 @@ from hw5.config import SERConfig, resolve_config, validate
 from hw5.data import batching
 from hw5.data.audio import AudioCache
 from hw5.data.feature_store import FeatureStore, cnn_key
-from hw5.data.shemo import EMOTIONS, ShemoClip, list_corpus
+from hw5.data.shemo import EMOTIONS, MODIFIED_LABELS_NAME, ShemoClip, list_corpus
 from hw5.data.splits import PART_NAMES, speaker_split, stratified_split
 from hw5.data.synthetic import generate_corpus
 from hw5.io import cache_dir, write_json_atomic
@@ -35,7 +35,7 @@ def model_path(cfg: SERConfig) -> str:
 
 def load_clips(cfg: SERConfig, data_dir: Path) -> list[ShemoClip]:
     folder = corpus_dir(cfg, data_dir)
-    modified = Path(data_dir) / "shemo" / "modified_shemo.json" if cfg.label_source == "modified" else None
+    modified = Path(data_dir) / "shemo" / MODIFIED_LABELS_NAME if cfg.label_source == "modified" else None
     # the real release must be whole: a missing clip is an error naming it, never a smaller study
     return list_corpus(folder, cfg.label_source, modified_path=modified, expect_full=cfg.corpus == "shemo")
 

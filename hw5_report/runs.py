@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from hw5 import contract
-from hw5.config import ConfigError, load_grid, resolve_config
+from hw5.config import ConfigError, load_grid
 
 # The study's experiments in the order the assignment's tables use; the first of each is the baseline.
 TASK_EXPERIMENTS = {
@@ -82,7 +82,7 @@ def task_of(name: str) -> str:
 
 
 def read_grid(path: Path, explicit: bool) -> dict | None:
-    """The experiments file as {"seeds": [...], "tasks": {name: task}, "path": path}; None when absent
+    """The experiments file as {"seeds": [...], "tasks": {name: task}, "grid": GridSpec}; None when absent
     and optional. Read by hw5.config, the one reader of the grid."""
     if not path.is_file():
         if explicit:
@@ -94,7 +94,7 @@ def read_grid(path: Path, explicit: bool) -> dict | None:
     except (ConfigError, UnicodeDecodeError) as exc:
         raise AggregateError(f"{exc}; fix the file or pass another --experiments")
     tasks = {name: str(grid.raw["experiments"][name]["task"]) for name in grid.experiments}
-    return {"seeds": grid.seeds, "tasks": tasks, "path": path}
+    return {"seeds": grid.seeds, "tasks": tasks, "grid": grid}
 
 
 def scan_results(results_dir: Path) -> dict[str, dict[int, Path]]:
@@ -159,7 +159,7 @@ def _current_key(experiment: str, grid: Grid, grid_file: dict | None, smoke: boo
     """The run key a current result carries (seed 0; the seed is set per cell); None without a grid entry."""
     if grid_file is None or experiment not in grid.declared:
         return None
-    cfg = resolve_config(experiment, smoke, grid_file["path"])
+    cfg = grid_file["grid"].resolve(experiment, smoke)
     data = contract.data_fingerprint(cfg, data_dir) if data_dir and Path(data_dir).is_dir() else None
     return contract.run_key(experiment, 0, smoke, cfg, data)
 

@@ -45,6 +45,11 @@ class RunSpec:
     def name(self) -> str:
         return f"{self.experiment}/seed-{self.seed}"
 
+    @property
+    def key(self) -> tuple:
+        """(experiment, seed, smoke): how the ledger's records and the launcher's tables name a run."""
+        return (self.experiment, self.seed, self.smoke)
+
 
 def _say(message: str) -> None:
     stamp = time.strftime("%H:%M:%S")

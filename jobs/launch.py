@@ -26,7 +26,7 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 if str(REPO_ROOT) not in sys.path:   # `python jobs/launch.py` from a checkout without `pip install -e .`
     sys.path.insert(0, str(REPO_ROOT))
 
-from hw5.config import ConfigError, config_dict, load_grid, resolve_config  # noqa: E402
+from hw5.config import ConfigError, config_dict, load_grid  # noqa: E402
 from hw5.contract import data_fingerprint, run_key  # noqa: E402
 from hw5.errors import StorageError  # noqa: E402
 from hw5.io import check_room  # noqa: E402
@@ -117,7 +117,7 @@ def expand_runs(args: argparse.Namespace) -> list[Run]:
     data = str(Path(args.data_dir).expanduser().resolve())   # absolute: a node's cwd may differ
     runs = []
     for name in names:
-        cfg = resolve_config(name, args.smoke, grid.path)
+        cfg = grid.resolve(name, args.smoke)
         fingerprint = data_fingerprint(cfg, data)
         for seed in seeds:
             spec = RunSpec(name, seed, args.smoke, str(results), str(grid.path), data,

@@ -18,10 +18,11 @@ import os
 import pickle
 import re
 import shutil
-import subprocess
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
+
+from jobs.slurm_site import NOT_ANSWERED, classify, run_command
 
 LIVE = {"PENDING": "pending", "REQUEUED": "pending", "REQUEUE_HOLD": "pending", "REQUEUE_FED": "pending",
         "CONFIGURING": "pending", "RESV_DEL_HOLD": "pending", "SUSPENDED": "pending",
@@ -142,12 +143,11 @@ def job_result(record: Record) -> tuple[str, str] | None:
 
 
 def _run(command: list[str]) -> str | None:
-    try:
-        done = subprocess.run(command, capture_output=True, text=True, timeout=SCHEDULER_TIMEOUT_S)
-    except (OSError, subprocess.TimeoutExpired) as exc:
-        print(f"warning: {' '.join(command[:2])} did not answer ({exc}); scheduler states unknown")
+    code, out, err = run_command(command, timeout=SCHEDULER_TIMEOUT_S)
+    if code == NOT_ANSWERED:
+        print(f"warning: {' '.join(command[:2])} did not answer ({err}); scheduler states unknown")
         return None
-    return done.stdout if done.returncode == 0 else None
+    return out if code == 0 else None
 
 
 def slurm_states(job_ids: list[str]) -> dict[str, tuple[str, str, str]]:
@@ -227,7 +227,6 @@ def job_state(record: Record, scheduler: tuple[str, str, str] | None) -> tuple[s
     state, reason, partition = scheduler or (None, "", "")
     if state in LIVE:
         if LIVE[state] == "pending":
-            from jobs.slurm_site import classify
             return classify(reason if state == "PENDING" else state, partition, record.profile_path)
         return LIVE[state], state
     outcome = job_result(record)

@@ -90,7 +90,7 @@ def submit_to_slurm(arrays: list[Array], keys: dict, profile: Profile, ledger: L
             text = " ".join(str(exc).split())
             raise SubmissionRefused(f"sbatch refused {array.name} ({profile.path}): {text}"
                                     + refusal_hint(text, profile.path)) from None
-        ledger.add([_record(spec, job, keys[_key(spec)], "slurm", profile) for spec, job in zip(array.specs, jobs)])
+        ledger.add([_record(spec, job, keys[spec.key], "slurm", profile) for spec, job in zip(array.specs, jobs)])
         first = str(jobs[0].job_id).split("_")[0]
         print(f"submitted {array.name}: {len(jobs)} run(s) as SLURM job {first}"
               + (f" ({jobs[0].job_id} .. {jobs[-1].job_id}), at most {array.parallelism} at once"
@@ -99,10 +99,6 @@ def submit_to_slurm(arrays: list[Array], keys: dict, profile: Profile, ledger: L
             print(f"  {job.job_id:<12} {spec.name}")
     smoke = "smoke/" if arrays and arrays[0].specs[0].smoke else ""
     print(f"logs: {ledger.root / 'logs'}/{smoke}<experiment>/seed-<n>/   state: python jobs/launch.py --status")
-
-
-def _key(spec: RunSpec) -> tuple:
-    return (spec.experiment, spec.seed, spec.smoke)
 
 
 def _loose_files(ledger: Ledger) -> set[Path]:
@@ -145,7 +141,7 @@ def run_locally(specs: list[RunSpec], keys: dict, profile: Profile, ledger: Ledg
         while queue and len(running) < limit:
             spec = queue.pop(0)
             job = executor.submit(Job(spec))
-            record = _record(spec, job, keys[_key(spec)], "local", profile)
+            record = _record(spec, job, keys[spec.key], "local", profile)
             ledger.add([record])
             running[spec] = (job, record, _LogFollower(spec.name, record.stdout), time.time())
             print(f"started {spec.name} (local job {job.job_id}; log {record.stdout})", flush=True)

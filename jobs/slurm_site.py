@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 TIMEOUT_S = 30
+NOT_ANSWERED = 127     # run_command's code for a command that is missing or did not answer in time
 # squeue reasons that waiting never fixes: (pattern, what it means, the profile key to change).
 BLOCKED = [
     (r"PartitionConfig", "the request exceeds every node of the partition",
@@ -49,11 +50,11 @@ WAITS_ANYWAY = re.compile(r"Reserved for maintenance", re.I)
 
 
 def run_command(command: list[str], timeout: float = TIMEOUT_S) -> tuple[int, str, str]:
-    """(returncode, stdout, stderr); 127 when the command is missing or does not answer in time."""
+    """(returncode, stdout, stderr); NOT_ANSWERED when the command is missing or does not answer in time."""
     try:
         done = subprocess.run(command, capture_output=True, text=True, timeout=timeout)
     except (OSError, subprocess.TimeoutExpired) as exc:
-        return 127, "", f"{command[0]}: {exc}"
+        return NOT_ANSWERED, "", f"{command[0]}: {exc}"
     return done.returncode, done.stdout, done.stderr
 
 

@@ -25,7 +25,7 @@ class Run:
 
     @property
     def id(self) -> tuple:
-        return (self.spec.experiment, self.spec.seed, self.spec.smoke)
+        return self.spec.key
 
     @property
     def folder(self) -> Path:

@@ -10,7 +10,9 @@ import yaml
 REPO = Path(__file__).resolve().parent.parent
 
 
-def _find_data_dir() -> Path | None:
+def find_data_dir() -> Path | None:
+    """A data dir holding farstail/: $HW5_DATA_DIR, the data folder beside the checkout (where the
+    Makefile looks too), or ./data; None if none."""
     for candidate in (os.environ.get("HW5_DATA_DIR"), REPO.parent / "shared" / "data", REPO / "data"):
         if candidate and (Path(candidate) / "farstail" / "Train-word.csv").exists():
             return Path(candidate)
@@ -20,7 +22,7 @@ def _find_data_dir() -> Path | None:
 @pytest.fixture(scope="session")
 def data_dir() -> Path:
     """The real FarsTail (read-only); required when HW5_REQUIRE_DATA=1 (CI)."""
-    found = _find_data_dir()
+    found = find_data_dir()
     if found is None:
         if os.environ.get("HW5_REQUIRE_DATA") == "1":
             pytest.fail("FarsTail not found: set HW5_DATA_DIR to a folder holding farstail/*.csv")

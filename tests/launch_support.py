@@ -14,17 +14,11 @@ from pathlib import Path
 
 import yaml
 
+from conftest import find_data_dir as farstail_dir  # noqa: F401 (one finder for every test module)
+
 REPO = Path(__file__).resolve().parents[1]
 LAUNCH = REPO / "jobs" / "launch.py"
 BROKEN = "nli-broken"   # fails at run time (after submission): keeps 50 of the model's 12 layers
-
-
-def farstail_dir() -> Path | None:
-    """A data dir holding farstail/ (HW5_DATA_DIR, the shared data, or ./data); None if none."""
-    for candidate in (os.environ.get("HW5_DATA_DIR"), "/work/shared/data", REPO / "data"):
-        if candidate and (Path(candidate) / "farstail" / "Train-word.csv").is_file():
-            return Path(candidate)
-    return None
 
 
 def write_grid(path: Path) -> Path:

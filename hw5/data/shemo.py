@@ -8,7 +8,6 @@ the file-name labels.
 from __future__ import annotations
 
 import csv
-import hashlib
 import http.client
 import json
 import os
@@ -25,7 +24,7 @@ from pathlib import Path, PurePosixPath
 from typing import Iterable
 
 from hw5.errors import DataError
-from hw5.io import share_like_umask
+from hw5.io import replace_dir, sha256_file, share_like_umask
 
 EMOTIONS = ("anger", "fear", "happiness", "neutral", "sadness", "surprise")  # class index order
 EMOTION_LETTERS = {"A": "anger", "F": "fear", "H": "happiness", "N": "neutral", "S": "sadness",
@@ -253,14 +252,6 @@ def _copy_with_progress(src, dst, total: int, label: str) -> None:
             next_report += 64 << 20
 
 
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def _member_target(member: zipfile.ZipInfo, zip_name: str, gender: str) -> str | None:
     """The WAV name a zip member unpacks to; None for folders and OS metadata."""
     path = PurePosixPath(member.filename.replace("\\", "/"))
@@ -397,10 +388,8 @@ def prepare_shemo(data_dir: str | os.PathLike, zips_from: str | os.PathLike | No
         _check_complete(label, present, expected)
         _verify_tree(staging, label)
         for gender in GENDERS.values():   # both verified: each folder appears whole or not at all
-            if (shemo_dir / gender).exists():
-                shutil.rmtree(shemo_dir / gender)
             share_like_umask(staging / gender, recursive=True)
-            os.replace(staging / gender, shemo_dir / gender)
+            replace_dir(staging / gender, shemo_dir / gender)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     counts = _counts(shemo_dir)

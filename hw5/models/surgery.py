@@ -1,6 +1,6 @@
 """Model surgery as small named functions: freeze_layers, keep_first_layers, prune_heads.
 
-transformers 5 removed `prune_heads`/`head_mask` (see ../shared/notes/stack.md), so head pruning is ours:
+transformers 5 removed `PreTrainedModel.prune_heads` and the `head_mask` argument, so head pruning is ours:
 a head's slice of query/key/value (output rows) and of the output projection (input columns) is cut
 out, and the attention module's head count and width are updated. The result computes exactly what
 the unpruned model computes with those heads' contributions zeroed (tested).
