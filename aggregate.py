@@ -29,7 +29,9 @@ from hw5.contract import results_tree
 from hw5_report import sections
 from hw5_report.document import Markdown, render_markdown, render_notebook
 from hw5_report.files import write_text_atomic
+from hw5_report.findings import findings_section
 from hw5_report.numbers import run_frame
+from hw5_report.references import references_section
 from hw5_report.runs import AggregateError, Collection, collect
 
 REPO_ROOT = Path(__file__).resolve().parent
@@ -67,6 +69,8 @@ def build_blocks(collection: Collection, outputs: sections.Outputs) -> list:
     runs = run_frame(collection)
     blocks = sections.header(collection, runs)
     blocks += sections.status_section(collection, outputs)
+    blocks += findings_section(collection, runs)
+    blocks += references_section(collection)
     blocks += sections.method_section()
     blocks += sections.stats_section(outputs)
     blocks += sections.hyperparameter_section(collection)

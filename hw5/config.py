@@ -70,6 +70,8 @@ class TrainConfig:
                                             # (hw5/graphs.py); needs width_step, no batch_budget; eager on CPU
     log_every: int = bounded(50, 1)         # steps between progress lines
     checkpoint_every: int = bounded(0, 0)   # steps between periodic checkpoints (0 = only at epoch ends / USR2)
+    tensorboard: bool = True                # live curves in <results>/tensorboard/<exp>/seed-<n>/ (loss, accuracy, lr,
+                                            # throughput per log line and epoch); `tensorboard --logdir results`
 
 
 @dataclass
@@ -99,6 +101,8 @@ class SERConfig(TrainConfig):
     warmup_ratio: float = bounded(0.1, 0, 1, high_open=True) # share of warm-up steps
     corpus: str = "shemo"                   # "shemo" (real audio under the data dir) or "synthetic" (generated)
     synthetic_clips: int = bounded(0, 0, 3000) # synthetic corpus size (0 = all 3,000 names)
+    synthetic_durations: str = "smoke"      # synthetic clip lengths: "smoke" (ShEMO's spread, 0.3 of the length), "shemo"
+                                            # (ShEMO's spread), "short" (1-3 s); see hw5/data/synthetic.py
     label_source: str = "filename"          # "filename" (official) or "modified" (Modified-ShEMO labels)
     sample_rate: int = bounded(16000, 8000, 48000) # HuBERT's input rate; audio is resampled once and cached
     max_seconds: float = bounded(0.0, 0)    # crop training clips longer than this (0 = keep whole clips)
@@ -106,7 +110,8 @@ class SERConfig(TrainConfig):
     fixed_seconds: float = bounded(0.0, 0)  # length for fixed padding (0 = the dataset's longest clip)
     pooling: str = "mean"                   # "mean" (masked mean) or "attnstats" (attentive statistics)
     class_weights: bool = True              # inverse-frequency weighted cross-entropy (the imbalance remedy)
-    split: str = "stratified"               # "stratified" 80/10/10 by emotion, or "speaker" (speaker-independent)
+    split: str = "stratified"               # "stratified" 80/10/10 by emotion, "speaker" (speaker-independent), or
+                                            # "emobox" (the EmoBox benchmark's fold: its test part, val from its train)
     split_seed: int = bounded(0, 0)         # fixed so every training seed sees the same split
     freeze_feature_encoder: bool = True     # the CNN feature encoder never trains
     mask_time_prob: float = bounded(0.05, 0, 1, high_open=True) # HuBERT's SpecAugment-style time masking in training
@@ -116,7 +121,7 @@ class SERConfig(TrainConfig):
 TASKS: dict[str, type[TrainConfig]] = {"nli": NLIConfig, "ser": SERConfig}
 # Fields that do not change results: excluded from the hash so changing them keeps runs "done".
 NON_RESULT_FIELDS = {"description", "cache_dir", "log_every", "checkpoint_every",
-                     "eval_batch_size"}
+                     "eval_batch_size", "tensorboard"}
 
 
 @dataclass
@@ -205,9 +210,21 @@ def load_grid(path: str | os.PathLike | None = None) -> GridSpec:
         raise ConfigError(f"{p}: 'experiments' must map experiment names to their settings")
     grid = GridSpec(p, seeds, list(experiments), data)
     for name in grid.experiments:
+        _check_name(p, name)
         _resolve(grid, name, smoke=False)
         _resolve(grid, name, smoke=True)
     return grid
+
+
+# Folders of a results tree that are not experiments: an experiment by one of these names would collide.
+RESERVED_NAMES = {"smoke", "tensorboard", "tables", "plots", "stats", "bench"}
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
+
+
+def _check_name(path: Path, name) -> None:
+    if not isinstance(name, str) or not _NAME.fullmatch(name) or name in RESERVED_NAMES:
+        raise ConfigError(f"{path}: experiment name {name!r} cannot name a results folder: use letters, digits, "
+                          f"'-', '_' or '.' (not first), and none of {', '.join(sorted(RESERVED_NAMES))}")
 
 
 def resolve_config(name: str, smoke: bool = False, path: str | os.PathLike | None = None) -> TrainConfig:
@@ -273,7 +290,8 @@ def _typed(path: Path, where: str, cls: type, layer: Any) -> dict:
 
 
 _CHOICES = {"batching": {"bucket", "dynamic", "fixed"}, "precision": {"auto", "bf16", "fp32"},
-            "pooling": {"mean", "attnstats"}, "split": {"stratified", "speaker"},
+            "pooling": {"mean", "attnstats"}, "split": {"stratified", "speaker", "emobox"},
+            "synthetic_durations": {"short", "shemo", "smoke"},
             "label_source": {"filename", "modified"}, "corpus": {"shemo", "synthetic"}}
 
 
@@ -299,6 +317,9 @@ def _validated(path: Path, name: str, cfg: TrainConfig) -> TrainConfig:
     if isinstance(cfg, SERConfig) and cfg.feature_cache and not cfg.freeze_feature_encoder:
         raise ConfigError(f"{path}: {name}: feature_cache needs freeze_feature_encoder: true "
                           f"(a training CNN's output cannot be cached)")
+    if isinstance(cfg, SERConfig) and cfg.split == "emobox" and cfg.label_source != "filename":
+        raise ConfigError(f"{path}: {name}: split: emobox labels the clips as the EmoBox fold does (the file-name "
+                          f"labels); remove label_source: {cfg.label_source} or choose another split")
     return cfg
 
 

@@ -36,6 +36,7 @@ STATES = {
     "unknown": "the scheduler did not answer; ask again",
 }
 SMOKE_TREE = "smoke"        # smoke results live in <results>/smoke/, a results tree of their own
+CURVES_TREE = "tensorboard"  # <tree>/tensorboard/<exp>/seed-<n>/: each run's live TensorBoard events
 # Keys every metrics.json must carry, and the test scores that must be numbers in [0, 1].
 REQUIRED_KEYS = ("experiment", "task", "seed", "config_hash", "classes", "test")
 SCORES = ("accuracy", "macro_f1", "weighted_f1", "uar")
@@ -71,6 +72,12 @@ def run_dir(results_dir: str | Path, experiment: str, seed: int, smoke: bool = F
     return results_tree(results_dir, smoke) / experiment / f"seed-{seed}"
 
 
+def curves_dir(run_folder: str | Path) -> Path:
+    """Where the run in `run_folder` writes its TensorBoard events: <tree>/tensorboard/<exp>/seed-<n>/."""
+    run_folder = Path(run_folder)
+    return run_folder.parent.parent / CURVES_TREE / run_folder.parent.name / run_folder.name
+
+
 def run_key(experiment: str, seed: int, smoke: bool, cfg: TrainConfig | dict,
             data: dict | None) -> RunKey:
     return RunKey(experiment, seed, smoke, config_hash(cfg), data["digest"] if data else None)
@@ -84,11 +91,15 @@ def data_fingerprint(cfg: TrainConfig, data_dir: str | Path) -> dict | None:
         found = _farstail(Path(data_dir))
     elif getattr(cfg, "corpus", "shemo") == "synthetic":
         from hw5.data.synthetic import corpus_settings
-        found = {"source": "synthetic", **corpus_settings(getattr(cfg, "synthetic_clips", 0) or None)}
+        found = {"source": "synthetic", **corpus_settings(getattr(cfg, "synthetic_clips", 0) or None,
+                                                           durations=getattr(cfg, "synthetic_durations", "smoke"))}
     else:
         found = _shemo(Path(data_dir), getattr(cfg, "label_source", "filename"))
     if found is None:
         return None
+    if getattr(cfg, "split", "") == "emobox":     # the fold decides which clips a run sees
+        from hw5.data.emobox import fold_digest
+        found["fold"] = fold_digest()
     return {**found, "digest": hashlib.sha1(json.dumps(found, sort_keys=True).encode()).hexdigest()[:12]}
 
 

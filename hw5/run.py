@@ -20,6 +20,7 @@ import torch
 from hw5 import contract
 from hw5.checkpoint import Checkpointer
 from hw5.config import ConfigError, TrainConfig, config_dict, config_from_dict, config_hash, grid_path, resolve_config
+from hw5.curves import Curves
 from hw5.errors import RunRefused, StorageError
 from hw5.io import (check_room, checkpoint_root, data_dir as default_data_dir, now_iso, provenance, replace_dir,
                     share_like_umask, write_json_atomic)
@@ -205,10 +206,16 @@ def run(cfg: TrainConfig, seed: int, out_dir: Path, experiment: str = "", smoke:
     loss_weights = None if weights is None else weights.to(device)
     # other data is another run: its checkpoint must not be resumed either
     ckpt = Checkpointer(checkpoint_dir or out_dir / ".checkpoint", f"{chash}+{key.data}")
-    result = fit(model, data, cfg, ckpt, device, loss_weights)
-    model.load_state_dict(result.best_state)
-    val = evaluate(model, data, "val", device, cfg.precision, loss_weights)
-    test = evaluate(model, data, "test", device, cfg.precision, loss_weights)
+    curves = Curves(contract.curves_dir(out_dir) if cfg.tensorboard else None)
+    try:
+        result = fit(model, data, cfg, ckpt, device, loss_weights, curves)
+        model.load_state_dict(result.best_state)
+        val = evaluate(model, data, "val", device, cfg.precision, loss_weights)
+        test = evaluate(model, data, "test", device, cfg.precision, loss_weights)
+        curves.final("val", val)
+        curves.final("test", test)
+    finally:
+        curves.close()
     metrics = _metrics(cfg, experiment, seed, smoke, chash, data, val, test, result, model, variant, device)
     metrics.update(task.extra_metrics(data, test), data=fingerprint, run_key=key.as_dict())
     metrics["provenance"] = {**prov, "finished": now_iso(), "wall_seconds": time.perf_counter() - started}

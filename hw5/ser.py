@@ -11,6 +11,7 @@ import torch
 from hw5.config import SERConfig, resolve_config, validate
 from hw5.data import batching
 from hw5.data.audio import AudioCache
+from hw5.data.emobox import emobox_split, fold_clips, read_fold
 from hw5.data.feature_store import FeatureStore, cnn_key
 from hw5.data.shemo import EMOTIONS, MODIFIED_LABELS_NAME, ShemoClip, list_corpus
 from hw5.data.splits import PART_NAMES, speaker_split, stratified_split
@@ -26,7 +27,8 @@ def corpus_dir(cfg: SERConfig, data_dir: Path) -> Path:
     if cfg.corpus == "shemo":
         return Path(data_dir) / "shemo"
     size = cfg.synthetic_clips or None
-    return generate_corpus(cache_dir() / "synthetic" / f"shemo-{size or 'all'}", n_clips=size)
+    return generate_corpus(cache_dir() / "synthetic" / f"shemo-{size or 'all'}-{cfg.synthetic_durations}",
+                           n_clips=size, durations=cfg.synthetic_durations)
 
 
 def model_path(cfg: SERConfig) -> str:
@@ -37,13 +39,16 @@ def load_clips(cfg: SERConfig, data_dir: Path) -> list[ShemoClip]:
     folder = corpus_dir(cfg, data_dir)
     modified = Path(data_dir) / "shemo" / MODIFIED_LABELS_NAME if cfg.label_source == "modified" else None
     # the real release must be whole: a missing clip is an error naming it, never a smaller study
-    return list_corpus(folder, cfg.label_source, modified_path=modified, expect_full=cfg.corpus == "shemo")
+    clips = list_corpus(folder, cfg.label_source, modified_path=modified, expect_full=cfg.corpus == "shemo")
+    return fold_clips(clips, read_fold()) if cfg.split == "emobox" else clips
 
 
 def split_indices(cfg: SERConfig, clips: list[ShemoClip]) -> dict[str, np.ndarray]:
     labels = [c.label for c in clips]
     if cfg.split == "speaker":
         parts = speaker_split(labels, [c.speaker for c in clips], seed=cfg.split_seed)
+    elif cfg.split == "emobox":
+        parts = emobox_split(clips, read_fold(), seed=cfg.split_seed)
     else:
         parts = stratified_split(labels, seed=cfg.split_seed)
     return dict(zip(PART_NAMES, parts))
@@ -232,8 +237,8 @@ def write_artifacts(data: SERData, out_dir: Path) -> None:
 
 def ser_stats_command(data_dir: Path, out_dir: Path, smoke: bool = False, config_path=None) -> list[Path]:
     """`hw5 stats ser`: corpus statistics from WAV headers (no decoding)."""
-    from hw5.data.ser_stats import clip_table, durations_from_headers, ser_stats
+    from hw5.data.ser_stats import clip_table, read_headers, ser_stats
     cfg = resolve_config("ser-mean", smoke, config_path)
     clips = load_clips(cfg, data_dir)
-    ser_stats(clip_table(clips, durations_from_headers(c.path for c in clips)), out_dir)
+    ser_stats(clip_table(clips, *read_headers(c.path for c in clips)), out_dir)
     return sorted(Path(out_dir).glob("ser_*"))

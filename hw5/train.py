@@ -20,6 +20,7 @@ from torch import nn
 
 from hw5.checkpoint import Checkpointer, restore_rng
 from hw5.config import TrainConfig
+from hw5.curves import Curves
 from hw5.metrics import classification_metrics
 
 STOP = threading.Event()
@@ -149,8 +150,9 @@ def _resumable(ckpt: Checkpointer) -> tuple[dict | None, dict | None]:
 
 
 def fit(model: nn.Module, data: TaskData, cfg: TrainConfig, ckpt: Checkpointer, device: torch.device,
-        loss_weights: torch.Tensor | None = None) -> FitResult:
+        loss_weights: torch.Tensor | None = None, curves: Curves | None = None) -> FitResult:
     """Train cfg.epochs epochs, choosing the best epoch by validation macro-F1."""
+    curves = curves or Curves(None)
     optimizer = make_optimizer(model, cfg, device)
     steps_per_epoch = len(data.train_batches(0))
     scheduler = make_scheduler(optimizer, cfg, cfg.epochs * steps_per_epoch)
@@ -167,10 +169,12 @@ def fit(model: nn.Module, data: TaskData, cfg: TrainConfig, ckpt: Checkpointer, 
     if cfg.cuda_graphs:               # after a resume: the loaded optimizer state gets the graph-safe form
         from hw5.graphs import StepGraphs
         graphs = StepGraphs(model, optimizer, device, cfg.precision, cfg.max_grad_norm, loss_weights)
+    curves.start(state.get("global_step", 0), state["epoch_sums"]["units"])
     while state["epoch"] < cfg.epochs:
-        _train_epoch(model, data, cfg, ckpt, device, optimizer, scheduler, state, loss_weights, graphs)
+        _train_epoch(model, data, cfg, ckpt, device, optimizer, scheduler, state, loss_weights, graphs, curves)
         val = evaluate(model, data, "val", device, cfg.precision, loss_weights)
         row = _close_epoch(state, val, optimizer, device)
+        curves.epoch(state.get("global_step", 0), row)
         if val["macro_f1"] > state["best_score"]:
             state["best_score"], state["best_epoch"] = val["macro_f1"], row["epoch"]
             best_state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
@@ -181,7 +185,7 @@ def fit(model: nn.Module, data: TaskData, cfg: TrainConfig, ckpt: Checkpointer, 
                      state["padded"], state["examples"], graphs.stats() if graphs else None)
 
 
-def _train_epoch(model, data, cfg, ckpt, device, optimizer, scheduler, state, loss_weights, graphs=None) -> None:
+def _train_epoch(model, data, cfg, ckpt, device, optimizer, scheduler, state, loss_weights, graphs, curves) -> None:
     model.train()
     batches = data.train_batches(state["epoch"])
     sums = state["epoch_sums"]
@@ -204,9 +208,11 @@ def _train_epoch(model, data, cfg, ckpt, device, optimizer, scheduler, state, lo
         sums["padded"] += batch.padded_units
         unfolded += len(y)
         state["step"] = step + 1
+        state["global_step"] = state.get("global_step", 0) + 1     # across epochs: the curves' x
         if cfg.log_every and state["step"] % cfg.log_every == 0:      # one host sync per log line
-            print(f"  epoch {state['epoch'] + 1} step {state['step']}/{len(batches)} "
-                  f"mean loss {float(loss_sum) / unfolded:.4f}", flush=True)
+            loss = float(loss_sum) / unfolded
+            print(f"  epoch {state['epoch'] + 1} step {state['step']}/{len(batches)} mean loss {loss:.4f}", flush=True)
+            curves.step(state["global_step"], loss, float(optimizer.param_groups[0]["lr"]), sums["units"])
         periodic = cfg.checkpoint_every and state["step"] % cfg.checkpoint_every == 0
         if STOP.is_set() or periodic:
             _fold(sums, loss_sum, correct, started, device)

@@ -23,7 +23,7 @@ from hw5.config import ConfigError, load_grid
 # The study's experiments in the order the assignment's tables use; the first of each is the baseline.
 TASK_EXPERIMENTS = {
     "nli": ["nli-full", "nli-freeze9", "nli-lastonly", "nli-first9", "nli-prune50"],
-    "ser": ["ser-mean", "ser-attnstats", "ser-fixedpad", "ser-noweight", "ser-speaker"],
+    "ser": ["ser-mean", "ser-attnstats", "ser-fixedpad", "ser-noweight", "ser-speaker", "ser-emobox"],
 }
 BASELINES = {task: names[0] for task, names in TASK_EXPERIMENTS.items()}
 SEED_DIR = re.compile(r"^seed-(\d+)$")

@@ -49,6 +49,8 @@ def test_yaml_1_2_floats_are_floats(tmp_path):
     (BASE + "  bad: [\n", "not valid YAML"),
     (BASE.replace("epochs: 3", "batch_budget: 4096.0, batching: dynamic"), "nli-full.batch_budget is 4096.0: it needs batching: bucket"),
     (BASE.replace("defaults:", "defualts:"), "unknown key 'defualts' in top level; did you mean 'defaults'?"),
+    (BASE.replace("nli-first9:", "tensorboard:"), "experiment name 'tensorboard' cannot name a results folder"),
+    (BASE.replace("nli-first9:", "'nli/first9':"), "experiment name 'nli/first9' cannot name a results folder"),
 ])
 def test_bad_grid_is_one_clear_error(tmp_path, text, message):
     path = write(tmp_path, text)

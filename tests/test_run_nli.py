@@ -107,24 +107,50 @@ def strip_timing(m: dict) -> dict:
                         for row in m["history"]]}
 
 
+def scalars(folder: Path) -> dict[str, list[tuple[int, float]]]:
+    """{tag: [(step, value)]} as TensorBoard reads the event files (purged steps dropped)."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    events = EventAccumulator(str(folder))
+    events.Reload()
+    return {tag: [(e.step, e.value) for e in events.Scalars(tag)] for tag in events.Tags()["scalars"]}
+
+
+def assert_curves_match(folder: Path, m: dict, reference: Path | None = None) -> None:
+    """The run's curves agree with its metrics.json (and log the same steps as the reference run's)."""
+    curves = scalars(folder)
+    if reference is not None:
+        assert [s for s, _ in curves["train/loss"]] == [s for s, _ in scalars(reference)["train/loss"]]
+    assert [v for _, v in curves["epoch/val_acc"]] == pytest.approx([row["val_acc"] for row in m["history"]])
+    assert [v for _, v in curves["epoch/lr"]] == pytest.approx([row["lr"] for row in m["history"]])
+    steps = [s for s, _ in curves["train/loss"]]
+    assert steps == sorted(set(steps)) and len(steps) >= 4          # each logged step once, in order
+    assert {"train/lr", "train/units_per_s", "epoch/units_per_s", "epoch/padding_share"} <= set(curves)
+    assert curves["test/accuracy"] == [(curves["epoch/val_acc"][-1][0], pytest.approx(m["test"]["accuracy"]))]
+
+
 @pytest.mark.slow
-def test_interrupted_run_resumes_to_the_same_metrics(tmp_path, data_dir, monkeypatch):
+def test_interrupted_run_resumes_to_the_same_metrics_and_curves(tmp_path, data_dir, monkeypatch):
     monkeypatch.setenv("HW5_DATA_DIR", str(data_dir))
-    grid = fast_grid(tmp_path, nli={"epochs": 2})
+    grid = fast_grid(tmp_path, nli={"epochs": 2, "log_every": 2})
     reference = run("nli-full", 0, tmp_path / "ref", grid)
+    assert_curves_match(tmp_path / "ref" / "results" / "smoke" / "tensorboard" / "nli-full" / "seed-0", reference)
     with pytest.raises(hw5.train.Interrupted, match="epoch 2 step 2"):
         interrupted_at_train_step(8, monkeypatch, lambda: run("nli-full", 0, tmp_path / "x", grid))
     assert (tmp_path / "x" / "ckpt" / "nli-full-0" / "last.pt").exists()
     cfg = resolve_config("nli-full", True, grid)
     key = run_key("nli-full", 0, True, cfg, data_fingerprint(cfg, data_dir))
     assert judge(run_dir(tmp_path / "x" / "results", "nli-full", 0, True), key).state == "missing"
+    live = tmp_path / "x" / "results" / "smoke" / "tensorboard" / "nli-full" / "seed-0"
+    assert len(scalars(live)["epoch/val_acc"]) == 1                 # the curves were live before the stop
     resumed = run("nli-full", 0, tmp_path / "x", grid)
     assert strip_timing(resumed) == strip_timing(reference)
+    assert_curves_match(live, resumed, reference=tmp_path / "ref" / "results" / "smoke" / "tensorboard" / "nli-full"
+                        / "seed-0")                                 # one curve: nothing lost, nothing doubled
 
 
 @pytest.mark.slow
 def test_killed_process_resumes_to_the_same_metrics(tmp_path, data_dir):
-    grid = fast_grid(tmp_path, nli={"epochs": 2, "train_subset": 192, "checkpoint_every": 2})
+    grid = fast_grid(tmp_path, nli={"epochs": 2, "train_subset": 192, "checkpoint_every": 2, "log_every": 1})
     env = {**os.environ, "HW5_DATA_DIR": str(data_dir), "PYTHONPATH": str(REPO), "HW5_NUM_THREADS": "1"}
     cmd = [sys.executable, "-m", "hw5", "run", "nli-full", "--smoke", "--experiments", str(grid)]
 
@@ -143,6 +169,8 @@ def test_killed_process_resumes_to_the_same_metrics(tmp_path, data_dir):
     assert launch(tmp_path / "kill").wait(timeout=300) == 0
     read = lambda p: json.loads((p / "results" / "smoke" / "nli-full" / "seed-0" / "metrics.json").read_text())
     assert strip_timing(read(tmp_path / "kill")) == strip_timing(read(tmp_path / "ref"))
+    curves = lambda p: p / "results" / "smoke" / "tensorboard" / "nli-full" / "seed-0"
+    assert_curves_match(curves(tmp_path / "kill"), read(tmp_path / "kill"), reference=curves(tmp_path / "ref"))
 
 
 def test_checkpoint_of_another_config_is_ignored(tmp_path, capsys):

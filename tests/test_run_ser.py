@@ -5,12 +5,15 @@ import json
 
 import pytest
 
+from hw5.data.emobox import read_fold
+from hw5.data.shemo import read_files_table
+from hw5.data.synthetic import select_rows
 from hw5.run import run_experiment
 
 from conftest import fast_grid
 from test_run_nli import HISTORY_KEYS, SPLIT_KEYS
 
-SER = ["ser-mean", "ser-attnstats", "ser-fixedpad", "ser-noweight", "ser-speaker"]
+SER = ["ser-mean", "ser-attnstats", "ser-fixedpad", "ser-noweight", "ser-speaker", "ser-emobox"]
 
 
 def run(name, tmp_path, grid, seed=0):
@@ -29,7 +32,13 @@ def test_each_ser_experiment_writes_complete_metrics(name, tmp_path):
     assert m["params"]["trainable"] < m["params"]["total"]            # the CNN is frozen
     split = json.loads((tmp_path / "results" / "smoke" / name / "seed-0" / "split.json").read_text())
     assert m["data"]["source"] == "synthetic" and m["data"]["n_clips"] == 150
-    assert sum(len(v) for v in split.values()) == m["variant"]["corpus_clips"] == 150
+    corpus = [row["wav"] for row in select_rows(read_files_table(), 150, seed=0)]
+    fold = read_fold()
+    expected = [n for n in corpus if n in fold] if name == "ser-emobox" else corpus
+    assert sum(len(v) for v in split.values()) == m["variant"]["corpus_clips"] == len(expected) > 130
+    if name == "ser-emobox":     # the fold's test part is the test split; train and val come from its train part
+        assert {fold[n].part for n in split["test"]} == {"test"}
+        assert {fold[n].part for n in split["train"] + split["val"]} == {"train"} and split["val"]
     assert not set(split["train"]) & set(split["test"])
     speakers = {part: {n[:3] for n in names} for part, names in split.items()}
     if name == "ser-speaker":

@@ -30,7 +30,12 @@ def test_smoke_grid_through_the_launcher_ends_in_a_report(tmp_path, data_dir):
                            "--data-dir", str(data_dir)])
     assert code == 0
     report = (tree / "report.md").read_text(encoding="utf-8")
-    assert "nli-full" in report and "ser-noweight" in report and "Runs used: **4 of 10**" in report
+    assert "nli-full" in report and "ser-noweight" in report and "Runs used: **4 of 11**" in report
+    findings = report[report.index("## Findings"):report.index("## Published results beside ours")]
+    assert "describe the pipeline, not the study" in findings          # smoke runs say so
+    assert "**The imbalance remedy.**" in findings and "**`nli-prune50`**" in findings
+    assert "One seed pair gives no interval" in findings                # one seed: no conclusion drawn
+    assert (tree / "tensorboard" / "ser-mean" / "seed-0").is_dir()    # live curves beside, not inside, the runs
     assert "judged against the experiments file's current config hash and the data fingerprint" in report
     for target in re.findall(r"\]\(([^)#]+)\)", report):
         if not target.startswith("http"):

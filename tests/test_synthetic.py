@@ -8,15 +8,17 @@ import numpy as np
 import pandas as pd
 import pytest
 import soundfile as sf
+import soxr
 from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import cross_val_score
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-from hw5.data.ser_stats import clip_table, durations_from_headers, ser_stats
+from hw5.data.ser_stats import clip_table, durations_from_headers, read_headers, ser_stats
 from hw5.data.shemo import EMOTIONS, DataError, list_corpus, read_files_table, release_names
-from hw5.data.synthetic import (MANIFEST, MIN_PER_EMOTION, clip_seconds, generate_corpus, main,
-                                select_rows)
+from hw5.data.audio import AudioCache
+from hw5.data.synthetic import (MANIFEST, MIN_PER_EMOTION, SMOKE_SCALE, clip_seconds, file_rates,
+                                generate_corpus, main, select_rows)
 
 
 @pytest.fixture(scope="module")
@@ -29,9 +31,11 @@ def test_corpus_is_in_shemo_format(corpus):
     assert len(clips) == 60
     assert {c.name for c in clips} <= set(release_names())
     assert {c.label for c in clips} == set(EMOTIONS)
+    rates = file_rates()
     for clip in clips[:10]:
         info = sf.info(clip.path)
-        assert (info.samplerate, info.channels, info.subtype, info.format) == (44100, 1, "PCM_16", "WAV")
+        assert (info.channels, info.subtype, info.format) == (1, "PCM_16", "WAV")
+        assert info.samplerate == rates.get(clip.name, 44100)
         assert 1.0 <= info.duration <= 3.01
     assert json.loads((corpus / MANIFEST).read_text())["n_clips"] == 60
 
@@ -86,9 +90,35 @@ def test_shemo_like_durations():
     assert 3.5 < seconds.mean() < 4.6 and seconds.min() >= 0.4 and seconds.max() <= 33.0
 
 
+def test_smoke_durations_are_shemos_spread_scaled_down():
+    shemo = np.array([clip_seconds(np.random.default_rng(i), "shemo") for i in range(2000)])
+    smoke = np.array([clip_seconds(np.random.default_rng(i), "smoke") for i in range(2000)])
+    assert np.allclose(smoke, shemo * SMOKE_SCALE)
+    # the spread is what makes padding matter: the longest clip is many times the mean
+    assert smoke.max() / smoke.mean() > 5 and 1.0 < smoke.mean() < 1.4
+
+
+def test_files_come_at_the_release_rates_and_decode_to_16k(tmp_path):
+    """ShEMO has 121 files at 22,050 Hz (the rest 44,100): the synthetic corpus writes them at that
+    rate too, so every run resamples from both."""
+    rates = file_rates()
+    assert len(rates) == 121 and set(rates.values()) == {22050}
+    rows = read_files_table()
+    low = [r for r in rows if r["wav"] in rates][:3]
+    table = tmp_path / "files.csv"
+    pd.DataFrame(low + [r for r in rows if r["wav"] not in rates][:9]).to_csv(table, index=False)
+    corpus = generate_corpus(tmp_path / "rates", files_csv=table)
+    clips = list_corpus(corpus)
+    assert Counter(sf.info(c.path).samplerate for c in clips) == {22050: 3, 44100: 9}
+    waves = AudioCache(tmp_path / "cache", target_sr=16000).load_all([c.path for c in clips], workers=1)
+    for clip, wave in zip(clips, waves):
+        assert abs(len(wave) - sf.info(clip.path).duration * 16000) <= 2
+
+
 def _acoustic_features(path) -> np.ndarray:
     """Loudness, its rhythm, and a coarse spectrum: what a small model can pick up."""
-    audio, _ = sf.read(path, dtype="float32")
+    audio, rate = sf.read(path, dtype="float32")
+    audio = soxr.resample(audio, rate, 44100)       # some files are 22,050 Hz: compare them at one rate
     energy = np.log10((audio[: len(audio) // 441 * 441].reshape(-1, 441) ** 2).mean(axis=1) + 1e-8)
     spectrum = np.abs(np.fft.rfft(audio, 1 << 15))
     bands = np.log10(np.add.reduceat(spectrum, np.geomspace(8, 1 << 14, 9).astype(int)) + 1e-8)
@@ -120,9 +150,12 @@ def test_cli(tmp_path, capsys):
 def test_ser_stats_tables_plots_and_imbalance(corpus, tmp_path):
     clips = list_corpus(corpus)
     durations = durations_from_headers(c.path for c in clips)
-    expected = [sf.SoundFile(c.path).frames / 44100 for c in clips]
+    expected = [sf.info(c.path).frames / sf.info(c.path).samplerate for c in clips]   # 44.1 or 22.05 kHz
     assert durations == pytest.approx(expected)
-    summary = ser_stats(clip_table(clips, durations), tmp_path / "stats")
+    summary = ser_stats(clip_table(clips, *read_headers(c.path for c in clips)), tmp_path / "stats")
+    rates = Counter(sf.info(c.path).samplerate for c in clips)
+    assert summary["sample_rates"] == dict(rates) and sum(rates.values()) == len(clips)
+    assert "Sample rates: " in (tmp_path / "stats" / "ser_stats.md").read_text()
     counts = Counter(c.label for c in clips)
     assert summary["imbalance"]["ratio"] == pytest.approx(max(counts.values()) / min(counts.values()),
                                                            abs=0.01)

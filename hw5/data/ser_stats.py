@@ -21,10 +21,17 @@ _MAX_LISTED = 20   # unreadable files shown in one error before "... and N more"
 
 def durations_from_headers(paths: Iterable[str | os.PathLike]) -> list[float]:
     """Seconds per file from its header (soundfile.info); DataError listing every unreadable file."""
-    durations, problems = [], []
+    return read_headers(paths)[0]
+
+
+def read_headers(paths: Iterable[str | os.PathLike]) -> tuple[list[float], list[int]]:
+    """(seconds, sample rates) per file from the headers; DataError listing every unreadable file."""
+    durations, rates, problems = [], [], []
     for path in paths:
         try:
-            durations.append(sf.info(str(path)).duration)
+            info = sf.info(str(path))
+            durations.append(info.duration)
+            rates.append(info.samplerate)
         except (sf.SoundFileError, RuntimeError, OSError) as exc:
             problems.append(f"{path}: {getattr(exc, 'error_string', None) or exc}")
     if problems:
@@ -32,14 +39,16 @@ def durations_from_headers(paths: Iterable[str | os.PathLike]) -> list[float]:
                                           if len(problems) > _MAX_LISTED else [])
         raise DataError(f"{len(problems)} audio header(s) unreadable:\n  " + "\n  ".join(shown)
                         + "\nReplace these files with the originals")
-    return durations
+    return durations, rates
 
 
-def clip_table(clips: Sequence[ShemoClip], durations: Sequence[float]) -> pd.DataFrame:
-    """One row per clip: name, gender, speaker, emotion (the training label), duration_s."""
+def clip_table(clips: Sequence[ShemoClip], durations: Sequence[float],
+               rates: Sequence[int] | None = None) -> pd.DataFrame:
+    """One row per clip: name, gender, speaker, emotion (the training label), duration_s, sample_rate."""
     return pd.DataFrame({"name": [c.name for c in clips], "gender": [c.gender for c in clips],
                          "speaker": [c.speaker for c in clips], "emotion": [c.label for c in clips],
-                         "duration_s": np.asarray(durations, dtype=float)})
+                         "duration_s": np.asarray(durations, dtype=float),
+                         "sample_rate": np.asarray(rates if rates is not None else [0] * len(clips), dtype=int)})
 
 
 def markdown_table(frame: pd.DataFrame) -> str:
@@ -109,7 +118,9 @@ def ser_stats(table: pd.DataFrame, out_dir: str | os.PathLike) -> dict:
     summary = {"clips": len(table), "speakers": int(table["speaker"].nunique()),
                "hours": round(float(table["duration_s"].sum()) / 3600, 3),
                "imbalance": imbalance(tables["emotions"]),
-               "durations_s": tables["durations"].iloc[0].drop(["group"]).to_dict()}
+               "durations_s": tables["durations"].iloc[0].drop(["group"]).to_dict(),
+               "sample_rates": {int(r): int(n) for r, n in table["sample_rate"].value_counts().sort_index().items()
+                                if r}}
     write_json_atomic(out_dir / "ser_summary.json", summary)
     write_text_atomic(out_dir / "ser_stats.md", _report(summary, tables))
     _plots(table, tables, out_dir)
@@ -119,11 +130,13 @@ def ser_stats(table: pd.DataFrame, out_dir: str | os.PathLike) -> dict:
 def _report(summary: dict, tables: dict[str, pd.DataFrame]) -> str:
     gap = summary["imbalance"]
     shares = ", ".join(f"{e} {s:.1%}" for e, s in gap["shares"].items())
+    rates = ", ".join(f"{n:,} clips at {r:,} Hz" for r, n in sorted(summary["sample_rates"].items(), reverse=True))
     lines = ["# SER corpus statistics\n",
              f"{summary['clips']} clips, {summary['speakers']} speakers, {summary['hours']} h of audio.\n",
              f"Imbalance: the majority class ({gap['majority']}, {gap['majority_clips']} clips) is "
              f"{gap['ratio']}x the minority class ({gap['minority']}, {gap['minority_clips']} clips). "
              f"Shares: {shares}.\n",
+             *([f"Sample rates: {rates}; every clip is resampled once to 16 kHz.\n"] if rates else []),
              "## Emotions\n", markdown_table(tables["emotions"]),
              "## Genders\n", markdown_table(tables["genders"]),
              "## Durations (seconds)\n", markdown_table(tables["durations"]),

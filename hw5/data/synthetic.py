@@ -1,12 +1,14 @@
 """A synthetic corpus in ShEMO's exact format whose six emotions are learnable from acoustics.
 
 It keeps the release's file names, speakers, genders and label mix (from the packaged
-shemo_files.csv) and writes `<out_dir>/{female,male}/*.wav`, 44.1 kHz 16-bit mono. Each clip is a
+shemo_files.csv) and writes `<out_dir>/{female,male}/*.wav`, 16-bit mono at each file's rate in the
+release (44.1 kHz, or 22.05 kHz for the files the EmoBox fold lists at that rate), so every corpus
+exercises resampling from both. Each clip is a
 voiced source (a smooth glottal-like pulse train) with an emotion-specific pitch level and contour,
 jitter, syllable rate, loudness and brightness, shaped by per-speaker formants (timbre) and a little
 breath noise. Emotions differ on several cues at once so that a tiny model separates them; speakers
 vary modestly around their gender's voice. Numpy + soxr only (the synthesis runs at 11.025 kHz,
-where the FFT is cheap, and is upsampled to 44.1 kHz).
+where the FFT is cheap, and is upsampled to the file's rate).
 
     python -m hw5.data.synthetic OUT_DIR --clips 300
 """
@@ -33,13 +35,16 @@ from hw5.data.audio import progress
 from hw5.data.shemo import EMOTIONS, PACKAGE_FILES_CSV, DataError, read_files_table
 from hw5.io import share_like_umask
 
-SAMPLE_RATE = 44100          # ShEMO's rate
+SAMPLE_RATE = 44100          # ShEMO's rate (most files; see file_rates)
 SYNTH_RATE = 11025           # synthesis rate (content up to 5.5 kHz covers voice formants)
 CONTROL_RATE = 200           # pitch and loudness contours are computed at this rate, then interpolated
-GENERATOR_VERSION = 1        # bump when the sound changes, so cached corpora are rebuilt
+GENERATOR_VERSION = 2        # bump when the sound changes, so cached corpora are rebuilt
 MANIFEST = "synthetic_manifest.json"   # beside female/ and male/; its presence marks a finished corpus
 MIN_PER_EMOTION = 10         # a subset keeps at least this many clips of every emotion (fear has 38)
-DURATIONS = ("short", "shemo")  # "short": 1-3 s (tests, smoke); "shemo": ~4 s mean, 0.4-33 s (benchmarks)
+# "short": 1-3 s (unit tests); "shemo": ShEMO's spread, ~4 s mean, 0.4-33 s (benchmarks); "smoke": the same
+# spread at SMOKE_SCALE of the length (smoke runs: padding behaves as on ShEMO, at a fraction of the audio)
+DURATIONS = ("short", "shemo", "smoke")
+SMOKE_SCALE = 0.3
 
 
 class Style(NamedTuple):
@@ -89,7 +94,14 @@ def speaker_voice(speaker: str, gender: str, seed: int) -> Voice:
 def clip_seconds(rng: np.random.Generator, durations: str) -> float:
     if durations == "short":
         return float(rng.uniform(1.0, 3.0))
-    return float(np.clip(rng.lognormal(np.log(3.3), 0.6), 0.4, 33.0))   # mean ~4 s like ShEMO
+    seconds = float(np.clip(rng.lognormal(np.log(3.3), 0.6), 0.4, 33.0))   # mean ~4 s like ShEMO
+    return seconds * SMOKE_SCALE if durations == "smoke" else seconds
+
+
+def file_rates() -> dict[str, int]:
+    """{wav name: sample rate} of the release files not at SAMPLE_RATE, as the EmoBox fold lists them."""
+    from hw5.data.emobox import read_fold
+    return {name: entry.sample_rate for name, entry in read_fold().items() if entry.sample_rate != SAMPLE_RATE}
 
 
 def _contours(style: Style, voice: Voice, rng: np.random.Generator, seconds: float):
@@ -135,8 +147,9 @@ def _spectral_shape(voice: Voice, n_fft: int) -> np.ndarray:
     return shape
 
 
-def synthesize(emotion: str, voice: Voice, rng: np.random.Generator, seconds: float) -> np.ndarray:
-    """One clip at SAMPLE_RATE as int16."""
+def synthesize(emotion: str, voice: Voice, rng: np.random.Generator, seconds: float,
+               rate: int = SAMPLE_RATE) -> np.ndarray:
+    """One clip at `rate` as int16."""
     style = EMOTION_STYLE[emotion]
     n = int(seconds * SYNTH_RATE)
     times, pitch, envelope = _contours(style, voice, rng, seconds)
@@ -151,18 +164,18 @@ def synthesize(emotion: str, voice: Voice, rng: np.random.Generator, seconds: fl
     voiced *= np.interp(sample_times, times, envelope).astype(np.float32)
     gain = 10 ** ((style.level + voice.level + rng.normal(0, 1.0)) / 20) / (voiced.std() + 1e-9)
     room = np.float32(1e-3) * rng.standard_normal(n, dtype=np.float32)   # faint noise, -60 dBFS
-    audio = soxr.resample(voiced * np.float32(gain) + room, SYNTH_RATE, SAMPLE_RATE, quality="HQ")
+    audio = soxr.resample(voiced * np.float32(gain) + room, SYNTH_RATE, rate, quality="HQ")
     return (np.clip(audio, -1.0, 32767 / 32768) * 32768).astype(np.int16)
 
 
-def _write_clip(task: tuple[dict, str, int, str]) -> float:
+def _write_clip(task: tuple[dict, str, int, str, int]) -> float:
     """Synthesize and write one row's clip; returns its seconds (runs in worker processes)."""
-    row, folder, seed, durations = task
+    row, folder, seed, durations, rate = task
     rng = np.random.default_rng([seed, zlib.crc32(row["wav"].encode())])   # independent of the subset
     audio = synthesize(row["emotion_filename"], speaker_voice(row["speaker"], row["gender"], seed),
-                       rng, clip_seconds(rng, durations))
-    sf.write(Path(folder) / row["gender"] / row["wav"], audio, SAMPLE_RATE, subtype="PCM_16")
-    return len(audio) / SAMPLE_RATE
+                       rng, clip_seconds(rng, durations), rate)
+    sf.write(Path(folder) / row["gender"] / row["wav"], audio, rate, subtype="PCM_16")
+    return len(audio) / rate
 
 
 def select_rows(rows: list[dict], n_clips: int | None, seed: int) -> list[dict]:
@@ -242,7 +255,8 @@ def _write_all(rows: list[dict], folder: Path, seed: int, durations: str, worker
     for gender in ("female", "male"):
         (folder / gender).mkdir()
     workers = workers or (1 if len(rows) < 600 else min(4, os.cpu_count() or 1))
-    tasks = [(row, str(folder), seed, durations) for row in rows]
+    rates = file_rates()
+    tasks = [(row, str(folder), seed, durations, rates.get(row["wav"], SAMPLE_RATE)) for row in rows]
     started = time.perf_counter()
     if workers == 1:
         seconds = sum(progress(map(_write_clip, tasks), len(tasks), "synthesizing"))
@@ -300,12 +314,13 @@ def _digest(names) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m hw5.data.synthetic",
                                      description="Write a synthetic ShEMO-format corpus "
-                                                 "(female/*.wav, male/*.wav, 44.1 kHz 16-bit).")
+                                                 "(female/*.wav, male/*.wav, 16-bit at the release's rates).")
     parser.add_argument("out_dir", help="folder to create (never the real data directory)")
     parser.add_argument("--clips", type=int, default=None, help="number of clips (default: all 3,000)")
     parser.add_argument("--seed", type=int, default=0, help="random seed (same seed -> same bytes)")
     parser.add_argument("--durations", choices=DURATIONS, default="short",
-                        help="short: 1-3 s clips; shemo: ~4 s mean like the real corpus")
+                        help="short: 1-3 s clips; shemo: ~4 s mean, 0.4-33 s like the real corpus; "
+                             f"smoke: that spread at {SMOKE_SCALE:g} of the length")
     parser.add_argument("--workers", type=int, default=None, help="processes (default: automatic)")
     args = parser.parse_args(argv)
     try:

@@ -1,0 +1,276 @@
+"""Findings: one paragraph per question of the study, written from the numbers, with the literature beside it.
+
+Every comparison is the seed-paired difference variant − baseline with its 95% t-interval
+(numbers.paired_difference). The wording follows the interval and nothing else: an interval that
+excludes 0 is "higher/lower by x [a, b], n = k"; one that contains 0 is "within seed-to-seed noise";
+one pair is "no interval, no conclusion". Comparisons with published results compare point estimates
+and say so. With smoke runs a notice says the sentences describe the pipeline, not the study.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import pandas as pd
+
+from .document import Markdown
+from .numbers import metric_value, paired_difference, resource_frame
+from .runs import Collection
+from .tables import fmt_count
+
+# Reading a published claim against our point estimate: at least this share of the baseline's accuracy
+# counts as "keeps the quality" (Lee et al.'s ~90%; "costs little" for layer dropping and head pruning).
+KEEPS = {"nli-freeze9": 0.90, "nli-lastonly": 0.90, "nli-first9": 0.97, "nli-prune50": 0.95}
+LITERATURE = {
+    "nli-freeze9": "Lee et al. (2019, *What would Elsa do? Freezing layers during transformer fine-tuning*) "
+                   "found that fine-tuning only the last quarter of BERT's layers keeps about 90% of the quality "
+                   "of full fine-tuning",
+    "nli-lastonly": "Lee et al. (2019) found that fine-tuning only the last quarter of the layers keeps about 90% "
+                    "of full fine-tuning's quality; here only the last of twelve layers (and the embeddings) train",
+    "nli-first9": "Sajjad et al. (2023, *On the effect of dropping layers of pre-trained transformer models*) "
+                  "found that dropping the top layers before fine-tuning costs little",
+    "nli-prune50": "Michel et al. (2019, *Are sixteen heads really better than one?*) and Budhraja et al. (2020, "
+                   "*On the weak link between importance and prunability of attention heads*) found that many heads "
+                   "can be pruned, at random too, with a limited loss after fine-tuning",
+}
+OKABE = ("Okabe et al. (2018, *Attentive statistics pooling for deep speaker embedding*) introduced it for "
+         "speaker embeddings, where weighting the frames and adding their standard deviation beat plain averaging")
+SMOKE_NOTICE = ("> **Smoke runs.** These runs train tiny models from random initialisation on small or synthetic "
+                "data. The sentences below read their numbers the way they will read the study's; here they describe "
+                "the pipeline, not the study (a random-init model, for one, has no pretrained layers whose freezing "
+                "could cost or save anything).")
+
+
+@dataclass(frozen=True)
+class Pair:
+    """Seed-paired values of one metric: {seed: value} for the baseline and the variant."""
+    baseline: dict[int, float]
+    variant: dict[int, float]
+
+    @property
+    def difference(self) -> dict:
+        return paired_difference(self.baseline, self.variant)
+
+    def means(self) -> tuple[float, float]:
+        return _mean(self.baseline.values()), _mean(self.variant.values())
+
+
+def _mean(values) -> float:
+    finite = [v for v in values if math.isfinite(v)]
+    return sum(finite) / len(finite) if finite else math.nan
+
+
+def verdict(what: str, d: dict, digits: int = 3) -> str:
+    """'UAR is lower by 0.041 (95% CI [-0.066, -0.016], n = 5)' / '... within seed-to-seed noise ...'."""
+    n, delta = d["n_pairs"], d["diff_mean"]
+    if n == 0 or not math.isfinite(delta):
+        return f"{what}: no seed in common, so no comparison"
+    if n == 1 or not math.isfinite(d["ci_low"]):
+        return f"{what} differs by {delta:+.{digits}f} on the one seed both have (one pair: no interval, no conclusion)"
+    ci = f"95% CI [{d['ci_low']:+.{digits}f}, {d['ci_high']:+.{digits}f}], n = {n}"
+    if d["ci_low"] == d["ci_high"] == delta == 0:
+        return f"{what} is the same on every seed (n = {n})"
+    if d["interval_excludes_zero"]:
+        return f"{what} is {'higher' if delta > 0 else 'lower'} by {abs(delta):.{digits}f} ({ci})"
+    return f"{what} is within seed-to-seed noise (Δ {delta:+.{digits}f}, {ci})"
+
+
+def direction(d: dict) -> int:
+    """+1 / -1 when the interval says higher / lower, 0 when it cannot tell."""
+    if not decided(d) or not d["interval_excludes_zero"]:
+        return 0
+    return 1 if d["diff_mean"] > 0 else -1
+
+
+def decided(d: dict) -> bool:
+    """Whether there is an interval at all (two pairs or more)."""
+    return d["n_pairs"] >= 2 and math.isfinite(d["ci_low"])
+
+
+FEW_TEST_CLIPS = 10   # below this many test clips per seed, one clip moves a class's recall by 0.1 or more
+CPU_MEMORY = "; on a CPU this is the process's peak resident memory, which says little about activations"
+TOO_FEW = "One seed pair gives no interval, so these numbers support no conclusion yet."
+
+
+class Evidence:
+    """Seed-paired numbers of one baseline/variant pair, read from the usable runs."""
+
+    def __init__(self, collection: Collection, runs: pd.DataFrame, baseline: str, variant: str):
+        self.collection, self.runs, self.baseline, self.variant = collection, runs, baseline, variant
+
+    @property
+    def present(self) -> bool:
+        return bool(self.collection.done(self.baseline)) and bool(self.collection.done(self.variant))
+
+    def metric(self, key: str) -> Pair:
+        def per_seed(experiment):
+            mine = self.runs[self.runs["experiment"] == experiment]
+            return {int(s): float(v) for s, v in zip(mine["seed"], mine[key])}
+        return Pair(per_seed(self.baseline), per_seed(self.variant))
+
+    def resource(self, column: str) -> Pair:
+        def per_seed(experiment):
+            frame = resource_frame(self.collection.done(experiment))
+            return {int(s): float(v) for s, v in zip(frame["seed"], frame[column])}
+        return Pair(per_seed(self.baseline), per_seed(self.variant))
+
+    def recall(self, cls: str) -> Pair:
+        def per_seed(experiment):
+            return {r.seed: metric_value(r.metrics, ("test", "per_class", cls, "recall"))
+                    for r in self.collection.done(experiment)}
+        return Pair(per_seed(self.baseline), per_seed(self.variant))
+
+    def rarest_class(self) -> tuple[str, float] | None:
+        """The class with the fewest test examples in the baseline's runs, and that mean support."""
+        runs = self.collection.done(self.baseline)
+        classes = runs[0].metrics.get("classes") or [] if runs else []
+        support = {c: _mean(metric_value(r.metrics, ("test", "per_class", c, "support")) for r in runs) for c in classes}
+        support = {c: s for c, s in support.items() if math.isfinite(s)}
+        return min(support.items(), key=lambda item: item[1]) if support else None
+
+
+def _missing(evidence: Evidence, title: str) -> str:
+    absent = [e for e in (evidence.baseline, evidence.variant) if not evidence.collection.done(e)]
+    return f"**{title}.** No finished runs of {' and '.join(f'`{e}`' for e in absent)} yet."
+
+
+def _ratio(pair: Pair) -> float:
+    base, variant = pair.means()
+    return variant / base if base and math.isfinite(base) and math.isfinite(variant) else math.nan
+
+
+def _clips(n: float) -> str:
+    return f"{n:.0f} test clip" + ("" if round(n) == 1 else "s")
+
+
+def _on_cpu(e: Evidence) -> bool:
+    runs = e.collection.done(e.baseline) + e.collection.done(e.variant)
+    return bool(runs) and all(str((r.metrics.get("provenance") or {}).get("device")) == "cpu" for r in runs)
+
+
+def _times(value: float) -> str:
+    return "–" if not math.isfinite(value) else f"{value:.2f}×"
+
+
+def padding_finding(e: Evidence) -> str:
+    title = "Dynamic vs fixed padding"
+    if not e.present:
+        return _missing(e, title)
+    share, seconds, memory = (e.resource(c) for c in ("padding_share", "epoch_seconds", "peak_memory_mb"))
+    (dp, fp), (ds, fs), (dm, fm) = share.means(), seconds.means(), memory.means()
+    uar, f1 = e.metric("uar").difference, e.metric("macro_f1").difference
+    quality = (f"{verdict('UAR', uar)}; {verdict('macro-F1', f1)}")
+    if not (decided(uar) and decided(f1)):
+        reading = TOO_FEW
+    elif direction(uar) == 0 and direction(f1) == 0:
+        reading = ("The padding changes the cost and not the result, as it should when attention and pooling "
+                   "ignore padded frames.")
+    else:
+        reading = ("The quality differs beyond seed noise, which masked padding alone would not explain: "
+                   "see the per-class recall and the curves.")
+    return (f"**{title}.** {fp:.0%} of what fixed padding (`{e.variant}`) feeds the model is padding, against {dp:.0%} "
+            f"with dynamic padding (`{e.baseline}`); an epoch takes {_times(fs / ds if ds else math.nan)} the seconds "
+            f"({fs:.1f} s vs {ds:.1f} s) and peak memory is {_times(fm / dm if dm else math.nan)} ({fm:,.0f} vs "
+            f"{dm:,.0f} MB{CPU_MEMORY if _on_cpu(e) else ''}). Quality: {quality}. {reading}")
+
+
+def pooling_finding(e: Evidence) -> str:
+    title = "Mean vs attentive statistics pooling"
+    if not e.present:
+        return _missing(e, title)
+    uar, f1 = e.metric("uar").difference, e.metric("macro_f1").difference
+    reading = TOO_FEW if not decided(uar) else {
+        1: "Here too it helps.", -1: "Here it does worse than the masked mean.",
+        0: "Here the two cannot be told apart at this n: no evidence either way."}[direction(uar)]
+    return (f"**{title}.** Attentive statistics pooling (`{e.variant}`) against masked mean pooling "
+            f"(`{e.baseline}`): {verdict('UAR', uar)}; {verdict('macro-F1', f1)}. {OKABE}. {reading}")
+
+
+def imbalance_finding(e: Evidence) -> str:
+    title = "The imbalance remedy"
+    if not e.present:
+        return _missing(e, title)
+    rarest = e.rarest_class()
+    parts = []
+    if rarest is not None:
+        cls, support = rarest
+        recall = e.recall(cls)
+        with_w, without = recall.means()
+        few = ", so few that its recall moves in large steps" if support < FEW_TEST_CLIPS else ""
+        parts.append(f"recall of the rarest class, {cls} ({_clips(support)} per seed{few}), is {without:.2f} "
+                     f"without weights against {with_w:.2f} with them: {verdict(f'{cls} recall', recall.difference)}")
+    uar, f1, acc = (e.metric(k).difference for k in ("uar", "macro_f1", "accuracy"))
+    parts += [verdict("UAR", uar), verdict("macro-F1", f1), verdict("accuracy", acc)]
+    raised = [name for name, d in (("UAR", uar), ("macro-F1", f1)) if direction(d) < 0]   # lower without weights
+    if not decided(uar):
+        reading = TOO_FEW
+    elif raised and direction(acc) <= 0:       # accuracy not higher without the weights
+        reading = (f"The weights raise {' and '.join(raised)} beyond seed noise and cost no accuracy beyond noise: "
+                   "accuracy alone would have hidden what they do.")
+    elif raised:
+        reading = (f"The weights trade accuracy, which the frequent classes dominate, for balance across classes: "
+                   f"{' and '.join(raised)} show the gain that accuracy hides.")
+    else:
+        reading = "At this n the intervals do not show the weights improving the balance across classes."
+    return (f"**{title}.** Plain cross-entropy (`{e.variant}`) against class-weighted cross-entropy "
+            f"(`{e.baseline}`), Δ = without − with: " + "; ".join(parts) + f". {reading}")
+
+
+def leakage_finding(e: Evidence) -> str:
+    title = "Speaker leakage"
+    if not e.present:
+        return _missing(e, title)
+    uar, acc = e.metric("uar").difference, e.metric("accuracy").difference
+    reading = TOO_FEW if not decided(uar) else {
+        -1: f"The random split flatters SER by {abs(uar['diff_mean']):.3f} UAR: part of what it measures is "
+            "recognising speakers the model has heard.",
+        0: "No leakage effect is visible at this n.",
+        1: "The speaker-independent split scores higher here, so no leakage effect shows.",
+    }[direction(uar)]
+    return (f"**{title}.** On the speaker-independent split (`{e.variant}`) no test speaker is heard in training; "
+            f"against the random stratified split (`{e.baseline}`): {verdict('UAR', uar)}; "
+            f"{verdict('accuracy', acc)}. The two test parts hold different clips, so the pairs share the seed, "
+            f"not the examples. {reading}")
+
+
+def nli_finding(e: Evidence, description: str) -> str:
+    title = f"`{e.variant}`"
+    if not e.present:
+        return _missing(e, title)
+    accuracy = e.metric("accuracy")
+    kept = _ratio(accuracy)
+    trainable, total = e.metric("trainable_params"), e.metric("total_params")
+    share = trainable.means()[1] / total.means()[0] if total.means()[0] else math.nan
+    text = (f"**{title}** — {description} — keeps {kept:.1%} of `{e.baseline}`'s accuracy: "
+            f"{verdict('accuracy', accuracy.difference)}. It trains {share:.1%} of the full model's parameters "
+            f"({fmt_count(trainable.means()[1])}), takes {_times(_ratio(e.metric('train_seconds')))} the training "
+            f"seconds and runs at {_times(_ratio(e.metric('units_per_s')))} the tokens/s.")
+    claim = LITERATURE.get(e.variant)
+    if claim:
+        agrees = math.isfinite(kept) and (kept >= KEEPS[e.variant] or direction(accuracy.difference) >= 0)
+        text += f" {claim}; {'our point estimate is in line with that' if agrees else 'here the loss is larger'}."
+    return text
+
+
+SER_QUESTIONS = (("ser-mean", "ser-fixedpad", padding_finding), ("ser-mean", "ser-attnstats", pooling_finding),
+                 ("ser-mean", "ser-noweight", imbalance_finding), ("ser-mean", "ser-speaker", leakage_finding))
+NLI_BASELINE = "nli-full"
+
+
+def findings_section(collection: Collection, runs: pd.DataFrame) -> list:
+    """The Findings section: SER questions, then each NLI variant against full fine-tuning."""
+    declared = collection.grid.tasks
+    paragraphs = [write(Evidence(collection, runs, baseline, variant)) for baseline, variant, write in SER_QUESTIONS
+                  if baseline in declared and variant in declared]
+    if NLI_BASELINE in declared:
+        paragraphs += [nli_finding(Evidence(collection, runs, NLI_BASELINE, e), _description(collection, e))
+                       for e in collection.experiments("nli") if e != NLI_BASELINE]
+    smoke = any(r.metrics.get("smoke") for r in collection.runs.values() if r.status == "done")
+    blocks = ["## Findings"] + ([SMOKE_NOTICE] if smoke else [])
+    blocks += paragraphs or ["No pair of experiments to compare yet."]
+    return [Markdown("\n\n".join(blocks))]
+
+
+def _description(collection: Collection, experiment: str) -> str:
+    done = collection.done(experiment)
+    return str((done[0].metrics.get("config") or {}).get("description") or experiment) if done else experiment
