@@ -26,13 +26,13 @@ import traceback
 from pathlib import Path
 
 from hw5.contract import results_tree
-from hw5_report import sections
-from hw5_report.document import Markdown, render_markdown, render_notebook
-from hw5_report.files import write_text_atomic
-from hw5_report.findings import findings_section
-from hw5_report.numbers import run_frame
-from hw5_report.references import references_section
-from hw5_report.runs import AggregateError, Collection, collect
+from hw5.report import sections
+from hw5.report.document import Markdown, render_markdown, render_notebook
+from hw5.report.files import write_text_atomic
+from hw5.report.findings import findings_section
+from hw5.report.numbers import run_frame
+from hw5.report.references import references_section
+from hw5.report.runs import AggregateError, Collection, collect
 
 REPO_ROOT = Path(__file__).resolve().parent
 DEFAULT_RESULTS = Path("results")                       # relative to the working directory, like the jobs

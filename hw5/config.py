@@ -18,6 +18,8 @@ from typing import Any
 
 import yaml
 
+from hw5.report.spec import ReportSpec, SpecError, parse_report
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 # The grid file ships inside the `jobs` package so an installed hw5 (e.g. in the image) still finds it.
 DEFAULT_GRID = REPO_ROOT / "jobs" / "experiments.yaml"
@@ -131,6 +133,7 @@ class GridSpec:
     seeds: list[int]
     experiments: list[str]
     raw: dict = field(repr=False, default_factory=dict)
+    report: ReportSpec = field(default_factory=ReportSpec)   # what aggregate.py compares (the `report:` section)
 
     def resolve(self, name: str, smoke: bool = False) -> TrainConfig:
         """resolve_config for this parsed file, without reading it again."""
@@ -178,7 +181,7 @@ def _read_yaml(path: Path) -> dict:
     data = parse_yaml(path)
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: expected a mapping with 'seeds', 'defaults', 'experiments'")
-    _check_keys(path, "top level", data, {"seeds", "defaults", "smoke", "experiments"})
+    _check_keys(path, "top level", data, {"seeds", "defaults", "smoke", "experiments", "report"})
     return data
 
 
@@ -213,6 +216,10 @@ def load_grid(path: str | os.PathLike | None = None) -> GridSpec:
         _check_name(p, name)
         _resolve(grid, name, smoke=False)
         _resolve(grid, name, smoke=True)
+    try:
+        grid.report = parse_report(data.get("report"), {n: str(experiments[n]["task"]) for n in grid.experiments})
+    except SpecError as exc:
+        raise ConfigError(f"{p}: {exc}") from None
     return grid
 
 

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import nbformat
 import pytest
+import yaml
 from PIL import Image
 
 REPO = Path(__file__).resolve().parents[1]
@@ -19,7 +20,7 @@ sys.path.insert(0, str(REPO))
 import aggregate  # noqa: E402
 from hw5.config import config_hash, resolve_config  # noqa: E402
 from hw5.contract import data_fingerprint  # noqa: E402
-from hw5_report.runs import Run, newest_hash  # noqa: E402
+from hw5.report.runs import Run, newest_hash  # noqa: E402
 
 FIXTURES = REPO / "tests" / "fixtures" / "aggregate"
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -56,10 +57,17 @@ def make_run(results: Path, experiment: str, seed: int, grid: Path | None = None
 
 
 def write_grid(path: Path, experiments: list[str], seeds: list[int]) -> Path:
-    lines = [f"seeds: {seeds}", "experiments:"]
-    lines += [f"  {e}:\n    task: {e.split('-')[0]}" for e in experiments]
-    path.write_text("\n".join(lines) + "\n")
+    """A grid of these experiments, with the real file's report questions about them."""
+    grid = {"seeds": seeds, "experiments": {e: {"task": e.split("-")[0]} for e in experiments},
+            "report": report_section(experiments)}
+    path.write_text(yaml.safe_dump(grid, sort_keys=False))
     return path
+
+
+def report_section(experiments: list[str]) -> dict:
+    real = yaml.safe_load((REPO / "jobs" / "experiments.yaml").read_text(encoding="utf-8"))["report"]
+    return {"baselines": {t: e for t, e in real["baselines"].items() if e in experiments},
+            "questions": [q for q in real["questions"] if {q["baseline"], q["variant"]} <= set(experiments)]}
 
 
 STUDY = ["nli-full", "nli-freeze9", "ser-mean", "ser-noweight", "ser-fixedpad"]

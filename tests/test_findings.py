@@ -1,17 +1,19 @@
 """The report's Findings and published references: the sentences follow the numbers (flip one, flip the other)."""
 from __future__ import annotations
 
+import re
 import sys
 from pathlib import Path
 
 import pytest
+import yaml
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
-from hw5_report.findings import findings_section, verdict  # noqa: E402
-from hw5_report.numbers import paired_difference, run_frame  # noqa: E402
-from hw5_report.references import references_section  # noqa: E402
-from hw5_report.runs import collect  # noqa: E402
+from hw5.report.findings import findings_section, verdict  # noqa: E402
+from hw5.report.numbers import paired_difference, run_frame  # noqa: E402
+from hw5.report.references import references_section  # noqa: E402
+from hw5.report.runs import collect  # noqa: E402
 
 from test_aggregate import make_run, write_grid  # noqa: E402
 
@@ -24,7 +26,7 @@ def study(tmp_path: Path, runs: dict[str, list[dict]], smoke: bool = False) -> s
     """Write one run per (experiment, seed) with the given values; return Findings + references as text."""
     results = tmp_path / "results"
     tmp_path.mkdir(parents=True, exist_ok=True)
-    grid = write_grid(tmp_path / "experiments.yaml", list(runs), SEEDS)
+    grid = write_grid(tmp_path / "experiments.yaml", list(runs), SEEDS)   # + the real questions about them
     for experiment, per_seed in runs.items():
         for seed, values in zip(SEEDS, per_seed):
             make_run(results, experiment, seed, grid, smoke=smoke, **values)
@@ -127,3 +129,38 @@ def test_smoke_runs_are_said_to_describe_the_pipeline_and_not_compared_with_pape
 def test_missing_runs_are_named_not_compared(tmp_path):
     text = study(tmp_path, {"ser-mean": seeds_of(test__uar=0.65), "ser-attnstats": []})
     assert "**Mean vs attentive statistics pooling.** No finished runs of `ser-attnstats` yet." in text
+
+
+def test_every_claim_a_question_may_name_has_its_literature():
+    from hw5.report.findings import LITERATURE, WRITERS
+    from hw5.report.spec import CLAIMS, KINDS
+    assert set(LITERATURE) == set(CLAIMS) and set(WRITERS) | {"variant"} == set(KINDS)
+
+
+def test_a_new_experiment_joins_the_findings_by_one_line_of_yaml(tmp_path):
+    runs = {"nli-full": seeds_of(test__accuracy=0.80), "nli-distil": variant_of(test__accuracy=0.60)}
+    text = study(tmp_path, runs)
+    assert "nli-distil" not in text.split("## Published")[0]          # not asked about: no paragraph
+    grid = tmp_path / "experiments.yaml"
+    data = yaml.safe_load(grid.read_text())
+    data["report"]["questions"].append({"kind": "variant", "baseline": "nli-full", "variant": "nli-distil"})
+    grid.write_text(yaml.safe_dump(data))
+    collection = collect(tmp_path / "results", grid, grid_explicit=True, seeds=None, smoke=False,
+                         data_dir=tmp_path / "no-data")
+    text = findings_section(collection, run_frame(collection))[0].text
+    assert "**`nli-distil`**" in text and "accuracy is lower by 0.200" in text
+
+
+@pytest.mark.parametrize("question, says", [
+    ("{kind: paddding, baseline: ser-mean, variant: nli-full}", "kind is 'paddding'"),
+    ("{kind: padding, baseline: ser-mean, variant: nli-full}", "a nli experiment; it must be a ser one"),
+    ("{kind: padding, baseline: ser-mean, variant: ser-fixed}", "'ser-fixed', not an experiment of this file"),
+    ("{kind: variant, baseline: nli-full, variant: nli-full, claim: lee2020}", "claim is 'lee2020'"),
+])
+def test_a_wrong_question_is_one_error_naming_the_file_and_key(tmp_path, question, says):
+    from hw5.config import ConfigError, load_grid
+    grid = tmp_path / "experiments.yaml"
+    grid.write_text("seeds: [0]\nexperiments:\n" + "".join(f"  {e}: {{task: {e[:3]}}}\n" for e in
+                    ("nli-full", "ser-mean", "ser-fixedpad")) + f"report:\n  questions:\n  - {question}\n")
+    with pytest.raises(ConfigError, match=rf"experiments.yaml: report.questions\[0\].*{re.escape(says)}"):
+        load_grid(grid)

@@ -19,13 +19,8 @@ from pathlib import Path
 
 from hw5 import contract
 from hw5.config import ConfigError, load_grid
+from .spec import ReportSpec, first_of_each_task
 
-# The study's experiments in the order the assignment's tables use; the first of each is the baseline.
-TASK_EXPERIMENTS = {
-    "nli": ["nli-full", "nli-freeze9", "nli-lastonly", "nli-first9", "nli-prune50"],
-    "ser": ["ser-mean", "ser-attnstats", "ser-fixedpad", "ser-noweight", "ser-speaker", "ser-emobox"],
-}
-BASELINES = {task: names[0] for task, names in TASK_EXPERIMENTS.items()}
 SEED_DIR = re.compile(r"^seed-(\d+)$")
 
 
@@ -51,6 +46,7 @@ class Grid:
     seeds: list[int]
     source: str                    # where the grid came from, for the report
     declared: set[str] = field(default_factory=set)  # named in the experiments file (task is given)
+    report: ReportSpec = field(default_factory=ReportSpec)  # baselines and questions (the file's report:)
 
 
 @dataclass
@@ -109,7 +105,7 @@ def scan_results(results_dir: Path) -> dict[str, dict[int, Path]]:
 
 def display_path(path: Path) -> str:
     """A path as the report shows it: relative to the repository when inside it (no machine-specific prefix)."""
-    repo = Path(__file__).resolve().parent.parent
+    repo = Path(__file__).resolve().parents[2]
     try:
         return Path(path).resolve().relative_to(repo).as_posix()
     except ValueError:
@@ -118,19 +114,19 @@ def display_path(path: Path) -> str:
 
 def build_grid(grid_file: dict | None, found: dict[str, dict[int, Path]], seeds: list[int] | None,
                grid_path: Path) -> Grid:
-    """Expected experiments and seeds: from the experiments file when present, else from the runs found."""
-    canonical = [e for names in TASK_EXPERIMENTS.values() for e in names]
+    """Expected experiments and seeds: from the experiments file when present, else from the runs found
+    (ordered by task, then name; each task's first experiment is its baseline)."""
     if grid_file is not None:
         tasks, source = dict(grid_file["tasks"]), f"`{display_path(grid_path)}`"
         tasks.update({e: task_of(e) for e in found if e not in tasks})  # listed as ignored
-        grid_seeds = grid_file["seeds"]
+        grid_seeds, report = grid_file["seeds"], grid_file["grid"].report
     else:
-        order = sorted(found, key=lambda e: (canonical.index(e) if e in canonical else len(canonical), e))
+        order = sorted(found, key=lambda e: (task_of(e), e))
         tasks, source = {e: task_of(e) for e in order}, "the runs found (no experiments file)"
-        grid_seeds = sorted({s for per_seed in found.values() for s in per_seed})
+        grid_seeds, report = sorted({s for per_seed in found.values() for s in per_seed}), None
     declared = set(grid_file["tasks"]) if grid_file is not None else set()
     return Grid(tasks=tasks, seeds=list(seeds if seeds is not None else grid_seeds), source=source,
-                declared=declared)
+                declared=declared, report=report or ReportSpec(first_of_each_task(tasks)))
 
 
 def collect(results_dir: Path, grid_path: Path, grid_explicit: bool = False, seeds: list[int] | None = None,

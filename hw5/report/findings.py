@@ -18,20 +18,18 @@ from .numbers import metric_value, paired_difference, resource_frame
 from .runs import Collection
 from .tables import fmt_count
 
-# Reading a published claim against our point estimate: at least this share of the baseline's accuracy
-# counts as "keeps the quality" (Lee et al.'s ~90%; "costs little" for layer dropping and head pruning).
-KEEPS = {"nli-freeze9": 0.90, "nli-lastonly": 0.90, "nli-first9": 0.97, "nli-prune50": 0.95}
+# Literature a "variant" question is read against (its `claim` in the experiments file's report section),
+# and the share of the baseline's accuracy a point estimate must keep to be "in line" with it (Lee et al.'s
+# ~90%; "costs little" for layer dropping and for head pruning).
 LITERATURE = {
-    "nli-freeze9": "Lee et al. (2019, *What would Elsa do? Freezing layers during transformer fine-tuning*) "
-                   "found that fine-tuning only the last quarter of BERT's layers keeps about 90% of the quality "
-                   "of full fine-tuning",
-    "nli-lastonly": "Lee et al. (2019) found that fine-tuning only the last quarter of the layers keeps about 90% "
-                    "of full fine-tuning's quality; here only the last of twelve layers (and the embeddings) train",
-    "nli-first9": "Sajjad et al. (2023, *On the effect of dropping layers of pre-trained transformer models*) "
-                  "found that dropping the top layers before fine-tuning costs little",
-    "nli-prune50": "Michel et al. (2019, *Are sixteen heads really better than one?*) and Budhraja et al. (2020, "
-                   "*On the weak link between importance and prunability of attention heads*) found that many heads "
-                   "can be pruned, at random too, with a limited loss after fine-tuning",
+    "lee2019": ("Lee et al. (2019, *What would Elsa do? Freezing layers during transformer fine-tuning*) found "
+                "that fine-tuning only the last quarter of BERT's layers keeps about 90% of the quality of full "
+                "fine-tuning", 0.90),
+    "sajjad2023": ("Sajjad et al. (2023, *On the effect of dropping layers of pre-trained transformer models*) "
+                   "found that dropping the top layers before fine-tuning costs little", 0.97),
+    "michel2019": ("Michel et al. (2019, *Are sixteen heads really better than one?*) and Budhraja et al. (2020, "
+                   "*On the weak link between importance and prunability of attention heads*) found that many "
+                   "heads can be pruned, at random too, with a limited loss after fine-tuning", 0.95),
 }
 OKABE = ("Okabe et al. (2018, *Attentive statistics pooling for deep speaker embedding*) introduced it for "
          "speaker embeddings, where weighting the frames and adding their standard deviation beat plain averaging")
@@ -233,7 +231,7 @@ def leakage_finding(e: Evidence) -> str:
             f"not the examples. {reading}")
 
 
-def nli_finding(e: Evidence, description: str) -> str:
+def variant_finding(e: Evidence, description: str, claim: str = "") -> str:
     title = f"`{e.variant}`"
     if not e.present:
         return _missing(e, title)
@@ -245,29 +243,27 @@ def nli_finding(e: Evidence, description: str) -> str:
             f"{verdict('accuracy', accuracy.difference)}. It trains {share:.1%} of the full model's parameters "
             f"({fmt_count(trainable.means()[1])}), takes {_times(_ratio(e.metric('train_seconds')))} the training "
             f"seconds and runs at {_times(_ratio(e.metric('units_per_s')))} the tokens/s.")
-    claim = LITERATURE.get(e.variant)
-    if claim:
-        agrees = math.isfinite(kept) and (kept >= KEEPS[e.variant] or direction(accuracy.difference) >= 0)
-        text += f" {claim}; {'our point estimate is in line with that' if agrees else 'here the loss is larger'}."
+    if claim in LITERATURE:
+        finding, keeps = LITERATURE[claim]
+        agrees = math.isfinite(kept) and (kept >= keeps or direction(accuracy.difference) >= 0)
+        text += f" {finding}; {'our point estimate is in line with that' if agrees else 'here the loss is larger'}."
     return text
 
 
-SER_QUESTIONS = (("ser-mean", "ser-fixedpad", padding_finding), ("ser-mean", "ser-attnstats", pooling_finding),
-                 ("ser-mean", "ser-noweight", imbalance_finding), ("ser-mean", "ser-speaker", leakage_finding))
-NLI_BASELINE = "nli-full"
+WRITERS = {"padding": padding_finding, "pooling": pooling_finding, "imbalance": imbalance_finding,
+           "leakage": leakage_finding}
 
 
 def findings_section(collection: Collection, runs: pd.DataFrame) -> list:
-    """The Findings section: SER questions, then each NLI variant against full fine-tuning."""
-    declared = collection.grid.tasks
-    paragraphs = [write(Evidence(collection, runs, baseline, variant)) for baseline, variant, write in SER_QUESTIONS
-                  if baseline in declared and variant in declared]
-    if NLI_BASELINE in declared:
-        paragraphs += [nli_finding(Evidence(collection, runs, NLI_BASELINE, e), _description(collection, e))
-                       for e in collection.experiments("nli") if e != NLI_BASELINE]
+    """The Findings section: one paragraph per question of the experiments file's report section."""
+    paragraphs = []
+    for q in collection.grid.report.questions:
+        evidence = Evidence(collection, runs, q.baseline, q.variant)
+        paragraphs.append(variant_finding(evidence, _description(collection, q.variant), q.claim)
+                          if q.kind == "variant" else WRITERS[q.kind](evidence))
     smoke = any(r.metrics.get("smoke") for r in collection.runs.values() if r.status == "done")
     blocks = ["## Findings"] + ([SMOKE_NOTICE] if smoke else [])
-    blocks += paragraphs or ["No pair of experiments to compare yet."]
+    blocks += paragraphs or ["No questions declared (the experiments file's `report.questions`)."]
     return [Markdown("\n\n".join(blocks))]
 
 

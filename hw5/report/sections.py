@@ -10,16 +10,14 @@ import pandas as pd
 from . import plots
 from .document import Image, Markdown, demote_headings, rebase_links, relative
 from .numbers import COMPARED, comparison_frame, per_class_frame, summary_frame
-from .runs import BASELINES, Collection, Run
+from .runs import Collection, Run
 from .tables import (comparison_markdown, config_markdown, hyperparameter_markdown, per_class_markdown,
                      resource_markdown, resource_summary, status_frame, status_markdown, summary_markdown,
                      write_table)
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
+REPO_ROOT = Path(__file__).resolve().parents[2]
 IMAGE_LINE = re.compile(r"^\s*!\[([^\]]*)\]\(([^)\s:]+)\)\s*$")  # a line holding one relative image link
 METHOD_DOC = REPO_ROOT / "docs" / "method.md"
-PADDING_PAIR = {"ser-mean": "dynamic", "ser-fixedpad": "fixed"}  # otherwise the same recipe
-IMBALANCE_PAIR = ("ser-mean", "ser-noweight")   # class-weighted vs plain cross-entropy
 UNITS = {"nli": "tokens", "ser": "audio-seconds"}  # what throughput.units_per_s counts
 TASK_TITLES = {"nli": "Persian NLI (ParsBERT on FarsTail)", "ser": "Speech emotion recognition (HuBERT on ShEMO)"}
 
@@ -182,7 +180,7 @@ def task_section(collection: Collection, task: str, runs: pd.DataFrame, outputs:
 
 
 def _comparison_blocks(collection, task, runs, experiments, outputs) -> list:
-    baseline = BASELINES.get(task)
+    baseline = collection.grid.report.baselines.get(task)
     if baseline not in experiments:
         return [Markdown(f"No comparison: the baseline `{baseline}` is not among the experiments.")]
     comparison = comparison_frame(runs, experiments, baseline, COMPARED[task])
@@ -195,23 +193,40 @@ def _comparison_blocks(collection, task, runs, experiments, outputs) -> list:
 
 
 def ser_section(collection: Collection, outputs: Outputs) -> list:
-    """Per-class recall with and without the imbalance remedy; dynamic vs fixed padding."""
-    blocks = [Markdown("### Imbalance remedy: per-class recall\n\n"
-                       f"`{IMBALANCE_PAIR[0]}` trains with class-weighted cross-entropy, "
-                       f"`{IMBALANCE_PAIR[1]}` without weights.")]
-    frames = {e: per_class_frame(collection.done(e)) for e in IMBALANCE_PAIR if e in collection.grid.tasks}
-    blocks += outputs.figure(plots.plot_class_recall(frames, outputs.plots / "ser_class_recall.png"),
-                             "SER per-class recall with and without class weights") or \
-        [Markdown("No finished runs of these two experiments yet.")]
-    dynamic, fixed = PADDING_PAIR
-    padding = resource_summary(collection, [e for e in PADDING_PAIR if e in collection.grid.tasks])
-    write_table(outputs.tables, "ser_padding", padding, resource_markdown(padding, UNITS["ser"]))
-    blocks.append(Markdown(f"### Dynamic vs fixed padding\n\n`{dynamic}` pads each batch to its longest "
-                           f"clip, `{fixed}` pads every clip to one fixed length.\n\n"
-                           + resource_markdown(padding, UNITS["ser"])))
-    blocks += outputs.figure(plots.plot_resources(padding, PADDING_PAIR, outputs.plots / "ser_padding.png"),
-                             "SER padding share, epoch time and memory, dynamic vs fixed padding")
+    """Per-class recall with and without the imbalance remedy; dynamic vs fixed padding (the report's
+    imbalance and padding questions)."""
+    blocks = []
+    for question in collection.grid.report.of_kind("imbalance"):
+        blocks += _imbalance_blocks(collection, outputs, question.baseline, question.variant)
+    for question in collection.grid.report.of_kind("padding"):
+        blocks += _padding_blocks(collection, outputs, question.baseline, question.variant)
     return blocks
+
+
+def _imbalance_blocks(collection: Collection, outputs: Outputs, weighted: str, plain: str) -> list:
+    blocks = [Markdown("### Imbalance remedy: per-class recall\n\n"
+                       f"`{weighted}` trains with class-weighted cross-entropy, `{plain}` without weights.")]
+    frames = {e: per_class_frame(collection.done(e)) for e in (weighted, plain)}
+    return blocks + (outputs.figure(plots.plot_class_recall(frames, outputs.plots / "ser_class_recall.png"),
+                                    "SER per-class recall with and without class weights")
+                     or [Markdown("No finished runs of these two experiments yet.")])
+
+
+def _padding_blocks(collection: Collection, outputs: Outputs, dynamic: str, fixed: str) -> list:
+    padding = resource_summary(collection, [dynamic, fixed])
+    write_table(outputs.tables, "ser_padding", padding, resource_markdown(padding, UNITS["ser"]))
+    labels = {e: _batching(collection, e) for e in (dynamic, fixed)}
+    blocks = [Markdown(f"### Dynamic vs fixed padding\n\n`{dynamic}` pads each batch to its longest "
+                       f"clip, `{fixed}` pads every clip to one fixed length.\n\n"
+                       + resource_markdown(padding, UNITS["ser"]))]
+    return blocks + outputs.figure(plots.plot_resources(padding, labels, outputs.plots / "ser_padding.png"),
+                                   "SER padding share, epoch time and memory, dynamic vs fixed padding")
+
+
+def _batching(collection: Collection, experiment: str) -> str:
+    """The padding scheme an experiment's runs used (their config's batching), for plot labels."""
+    done = collection.done(experiment)
+    return str((done[0].metrics.get("config") or {}).get("batching", "?")) if done else "?"
 
 
 def overall_section(collection: Collection, runs: pd.DataFrame, outputs: Outputs) -> list:
