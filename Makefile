@@ -1,13 +1,13 @@
 # The two commands of the README:
-#   make demo   the whole grid on tiny models, locally (launcher -> results/ -> aggregate -> report)
-#   make test   the test suite
+#   make demo       the whole grid on tiny models, locally (launcher -> results/ -> aggregate -> report)
+#   make test-all   the whole test suite (what CI runs); `make test` is its fast tier, for the edit loop
 # Each bootstraps .venv from the pinned constraints on a fresh machine.
 PY      ?= python3
 VENV    ?= .venv
 BIN     := $(VENV)/bin
 export HW5_DATA_DIR ?= $(abspath ../shared/data)
 
-.PHONY: demo test venv clean
+.PHONY: demo test test-all venv clean
 venv: $(VENV)/.installed
 
 $(VENV)/.installed: pyproject.toml constraints/ci.txt
@@ -21,7 +21,12 @@ demo: venv
 	$(BIN)/python -m hw5 stats ser --smoke
 	$(BIN)/python aggregate.py --smoke
 
+# the fast tier while editing: logic and tiny models, no slow / SLURM / Docker tests, none over 10 s
 test: venv
+	HW5_FAST_TIER_LIMIT_S=10 $(BIN)/python -m pytest -q -m "not slow and not slurm and not docker"
+
+# everything (what .ci/run calls): the slow smoke runs, and the SLURM and Docker tests where those run
+test-all: venv
 	$(BIN)/python -m pytest -q
 
 clean:

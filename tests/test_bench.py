@@ -14,6 +14,7 @@ from hw5.bench_work import ser_workload
 from hw5.config import load_grid
 
 
+@pytest.mark.slow
 def test_bench_writes_json_and_markdown_with_ratios(tmp_path, capsys):
     assert main(["bench", "--tiny", "--nli-pairs", "64", "--ser-clips", "12", "--results", str(tmp_path),
                  "--data-dir", str(tmp_path / "nodata")]) == 0
@@ -31,6 +32,7 @@ def test_bench_writes_json_and_markdown_with_ratios(tmp_path, capsys):
     assert report["grid_estimate"] is None                # its forward-only and batching rows not timed
 
 
+@pytest.mark.slow
 def test_paths_naming_the_rows_the_grid_needs_also_estimate_the_grid(tmp_path):
     assert main(["bench", "--tiny", "--nli-pairs", "32", "--ser-clips", "12", "--results", str(tmp_path),
                  "--paths", "project-random,project-fixed,project-eval", "--data-dir", str(tmp_path / "x")]) == 0
@@ -49,6 +51,7 @@ def test_plans_cover_every_example_and_the_ceiling_has_one_shape():
     assert len({(len(b), w) for b, w in ceiling}) == 1
 
 
+@pytest.mark.slow
 def test_ablations_name_what_each_optimization_buys_and_estimate_the_grid(tmp_path):
     from hw5.bench import bench
     table = bench(tmp_path, ("ser",), full=False, ser_clips=12, ablations=True)
@@ -77,6 +80,7 @@ def test_the_graphs_path_steps_in_a_few_rounded_shapes_of_batch_size_examples():
     assert sorted(i for b, _ in graphed for i in b) == list(range(200))      # every clip once
 
 
+@pytest.mark.slow
 def test_repeat_times_several_passes_and_reports_one_pass():
     from hw5.bench import PROJECT, timed_pass
     work = ser_workload(torch.device("cpu"), full=False, n=40)
@@ -140,6 +144,7 @@ def test_startup_bench_times_a_runs_host_work_before_its_first_step(tmp_path, da
     assert "Start-up of one run" in (tmp_path / "bench.md").read_text()
 
 
+@pytest.mark.slow
 def test_paths_time_the_named_rows_plus_the_three_paths(tmp_path, capsys):
     assert main(["bench", "--tiny", "--tasks", "ser", "--ser-clips", "12", "--paths", "project-eval",
                  "--results", str(tmp_path)]) == 0
