@@ -48,6 +48,9 @@ class NLIData:
         self.lengths = {name: [len(ids) for ids in enc["input_ids"]] for name, enc in self.encoded.items()}
         self.labels = {name: torch.tensor([p.label for p in pairs]) for name, pairs in splits.items()}
 
+    def prepare(self) -> None:
+        """Nothing left to do: the pairs were tokenized when the data was built."""
+
     def train_batches(self, epoch: int) -> list[list[int]]:
         return batching.train_batches(self.lengths["train"], self.cfg.batch_size, self.cfg.batching,
                                       self.seed, epoch, budget=int(self.cfg.batch_budget))
@@ -78,6 +81,15 @@ def build(cfg: NLIConfig, seed: int, data_dir: Path):
     model, variant = build_nli_model(path, cfg, len(CLASSES), seed)
     variant["model_path"] = path
     return model, data, variant
+
+
+def loss_weights(data: NLIData, cfg: NLIConfig) -> None:
+    """Plain cross-entropy: FarsTail's three classes are balanced."""
+    return None
+
+
+def write_artifacts(data: NLIData, out_dir: Path) -> None:
+    """Nothing beyond the common outputs: FarsTail's splits are the release's files."""
 
 
 def extra_metrics(data: NLIData, test: dict) -> dict:

@@ -159,6 +159,8 @@ def set_aside(folder: Path) -> None:
 
 
 def task_module(task: str):
+    """hw5.nli or hw5.ser: each has build, loss_weights, extra_metrics and write_artifacts, and its data
+    object implements hw5.train.TaskData (prepare, batches, collate)."""
     if task == "nli":
         from hw5 import nli
         return nli
@@ -200,9 +202,10 @@ def run(cfg: TrainConfig, seed: int, out_dir: Path, experiment: str = "", smoke:
     model.to(device)
     if device.type == "cuda":
         cuda_kernel_choices()
+    data.prepare()                  # e.g. SER's CNN features, on the device: not inside epoch 1's time
     print(f"{experiment or cfg.task} seed {seed} [{chash}] on {device}: "
           f"{count_parameters(model)['trainable']:,} trainable parameters", flush=True)
-    weights = task.loss_weights(data, cfg) if hasattr(task, "loss_weights") else None
+    weights = task.loss_weights(data, cfg)
     loss_weights = None if weights is None else weights.to(device)
     # other data is another run: its checkpoint must not be resumed either
     ckpt = Checkpointer(checkpoint_dir or out_dir / ".checkpoint", f"{chash}+{key.data}")
@@ -254,8 +257,7 @@ def _write_outputs(out_dir: Path, cfg, metrics: dict, val: dict, test: dict, dat
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.new-", dir=out_dir.parent))
     try:
-        if hasattr(task, "write_artifacts"):
-            task.write_artifacts(data, staging)
+        task.write_artifacts(data, staging)
         write_json_atomic(staging / "config.json", {"config": config_dict(cfg), "config_hash": metrics["config_hash"]})
         write_json_atomic(staging / "history.json", metrics["history"])
         write_json_atomic(staging / "predictions.json", {"classes": list(data.classes),

@@ -58,8 +58,8 @@ class SERData:
     """Normalized 16 kHz waveforms per split; implements the TaskData protocol of hw5.train.
 
     With cfg.feature_cache the batches hold the frozen CNN's features instead (`features`, `frame_mask`),
-    computed once per clip, alone, on the model's device at the first collate (after the run has moved
-    the model there). Lengths, batches and units stay in samples either way, so both paths see the same
+    computed once per clip, alone, on the model's device by prepare() (the run calls it once the model
+    is there; the first collate would otherwise). Lengths, batches and units stay in samples either way, so both paths see the same
     batches and report the same audio seconds; a crop is drawn in samples as on the waveform path (same
     seed, epoch, clip) and taken from the frame its start falls in.
     """
@@ -83,6 +83,11 @@ class SERData:
         self.feature_dir = feature_dir     # FeatureStore root shared by runs; None = compute every run
         self.features: dict[str, list[torch.Tensor]] | None = None    # per split, per clip (frames, dim)
         self.feature_stats: dict | None = None
+
+    def prepare(self) -> None:
+        """The CNN features (feature_cache), once the model is on its device: their one-off cost stays out
+        of the first epoch's seconds and throughput."""
+        self.prepare_features()
 
     def train_batches(self, epoch: int) -> list[list[int]]:
         self.epoch = epoch           # crops of this epoch are drawn from (seed, epoch, clip)
@@ -139,8 +144,8 @@ class SERData:
         """The frozen CNN's features of every clip, computed alone (unpadded), kept on its device.
 
         Read from the shared FeatureStore when `feature_dir` is set (written there when missing), so
-        only the grid's first SER run pays for the CNN. Called by the first collate; call it earlier to
-        keep the one-off cost out of the first epoch's time. The waveforms are dropped afterwards."""
+        only the grid's first SER run pays for the CNN. Called by prepare() (a run calls it before
+        training) or else by the first collate. The waveforms are dropped afterwards."""
         if self.features is not None or self.model is None:
             return
         started = time.perf_counter()

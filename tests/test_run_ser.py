@@ -90,3 +90,17 @@ def test_audio_budget_batches_and_epochs_never_decode_again(tmp_path, monkeypatc
     result = fit(model, data, cfg, Checkpointer(tmp_path / "ckpt", "test"), torch.device("cpu"),
                  ser.loss_weights(data, cfg))
     assert len(result.history) == 2 and result.examples == 2 * len(data.lengths["train"])
+
+
+@pytest.mark.slow
+def test_cnn_features_are_ready_before_the_first_timed_epoch(tmp_path, monkeypatch):
+    """The one-off CNN pass is not inside epoch 1's seconds and throughput."""
+    import hw5.run
+    seen, original = {}, hw5.run.fit
+
+    def fit(model, data, *args, **kwargs):
+        seen["features ready"] = data.features is not None
+        return original(model, data, *args, **kwargs)
+    monkeypatch.setattr(hw5.run, "fit", fit)
+    m = run("ser-mean", tmp_path, fast_grid(tmp_path, ser={"synthetic_clips": 60, "epochs": 1}))
+    assert seen == {"features ready": True} and m["feature_cache"]["clips"] == 60
