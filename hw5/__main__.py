@@ -148,7 +148,7 @@ def cmd_stats(args) -> int:
         from hw5.stats import nli_stats
         written = nli_stats(data_dir(args.data_dir), out, smoke=args.smoke, config_path=args.experiments)
     else:
-        from hw5.ser import ser_stats_command
+        from hw5.tasks.ser import ser_stats_command
         written = ser_stats_command(data_dir(args.data_dir), out, smoke=args.smoke, config_path=args.experiments)
     for path in written:
         print(path)

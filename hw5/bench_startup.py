@@ -22,7 +22,7 @@ import numpy as np
 
 def startup_bench(data_dir: Path, n_clips: int) -> dict:
     started = time.perf_counter()
-    subprocess.run([sys.executable, "-c", "import hw5.run, hw5.nli, hw5.ser, transformers"], check=True)
+    subprocess.run([sys.executable, "-c", "import hw5.run, hw5.tasks.nli, hw5.tasks.ser, transformers"], check=True)
     result = {"import_seconds": time.perf_counter() - started, "clips": n_clips}
     with tempfile.TemporaryDirectory(prefix="hw5-startup-") as tmp:
         result["nli_build_seconds"] = nli_startup(Path(tmp), data_dir)
@@ -39,7 +39,7 @@ def startup_bench(data_dir: Path, n_clips: int) -> dict:
 def nli_startup(tmp: Path, data_dir: Path) -> float:
     """Seconds of nli.build with a full-size BERT (random init) saved in `tmp`."""
     from transformers import AutoTokenizer, BertConfig, BertModel
-    from hw5 import nli
+    from hw5.tasks import nli
     from hw5.config import resolve_config
     from hw5.data.farstail import load_farstail
     tiny = nli.model_path(resolve_config("nli-full", smoke=True), load_farstail(data_dir))
@@ -73,7 +73,7 @@ def ser_startup(tmp: Path, n_clips: int) -> dict:
 
 def _ser_data(cfg, n_clips: int, store: Path, fill_store: bool = False):
     """ser.build's steps on a synthetic corpus with ShEMO-like durations (the study's is short clips)."""
-    from hw5 import ser
+    from hw5.tasks import ser
     from hw5.data.shemo import EMOTIONS, list_corpus
     from hw5.data.synthetic import generate_corpus
     from hw5.io import cache_dir

@@ -113,7 +113,7 @@ def farstail_lengths(data_dir: Path | None) -> list[int] | None:
     try:
         from hw5.config import resolve_config
         from hw5.data.farstail import load_farstail
-        from hw5.nli import load_tokenizer, model_path
+        from hw5.tasks.nli import load_tokenizer, model_path
         splits = load_farstail(data_dir, normalize=True)
         tok = load_tokenizer(model_path(resolve_config("nli-full", smoke=True), splits), resolve_config("nli-full"))
         pairs = splits["train"]

@@ -159,12 +159,12 @@ def set_aside(folder: Path) -> None:
 
 
 def task_module(task: str):
-    """hw5.nli or hw5.ser: each has build, loss_weights, extra_metrics and write_artifacts, and its data
+    """hw5.tasks.nli or hw5.tasks.ser: each has build, loss_weights, extra_metrics and write_artifacts, and its data
     object implements hw5.train.TaskData (prepare, batches, collate)."""
     if task == "nli":
-        from hw5 import nli
+        from hw5.tasks import nli
         return nli
-    from hw5 import ser
+    from hw5.tasks import ser
     return ser
 
 

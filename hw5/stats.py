@@ -26,7 +26,7 @@ def describe_lengths(lengths: dict[str, np.ndarray]) -> pd.DataFrame:
 
 def nli_stats(data_dir: Path, out_dir: Path, smoke: bool = False, config_path=None) -> list[Path]:
     """FarsTail: rows and classes per split, token lengths, truncation shares, normalization counts."""
-    from hw5.nli import load_tokenizer, model_path
+    from hw5.tasks.nli import load_tokenizer, model_path
     cfg = resolve_config("nli-full", smoke, config_path)
     ensure_farstail(data_dir)
     raw = {s: read_split(data_dir, s, normalize=False) for s in SPLITS}

@@ -8,7 +8,7 @@ import pytest
 import torch
 from torch import nn
 
-from hw5 import ser
+from hw5.tasks import ser
 from hw5.config import ConfigError, resolve_config
 from hw5.data.batching import round_width
 from hw5.graphs import StepGraphs, graph_safe_optimizer

@@ -81,7 +81,7 @@ def test_same_seed_same_results_other_seed_differs(tmp_path, data_dir, monkeypat
 
 def interrupted_at_train_step(step: int, monkeypatch, call) -> None:
     """call() with a "USR2" arriving at the given training step (the loop checkpoints and stops there)."""
-    from hw5.nli import NLIData
+    from hw5.tasks.nli import NLIData
     original, calls = NLIData.collate, {"n": 0}
 
     def collate(self, indices, split):

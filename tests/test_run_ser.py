@@ -65,7 +65,7 @@ def test_audio_budget_batches_and_epochs_never_decode_again(tmp_path, monkeypatc
     and cached), training epochs read no audio: decoding or cache reads would fail here."""
     import torch
 
-    from hw5 import ser
+    from hw5.tasks import ser
     from hw5.checkpoint import Checkpointer
     from hw5.config import resolve_config
     from hw5.data import audio

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from hw5 import ser
+from hw5.tasks import ser
 from hw5.checkpoint import Checkpointer
 from hw5.config import ConfigError, resolve_config
 from hw5.run import run_experiment
