@@ -167,7 +167,7 @@ def cmd_prepare(args) -> int:
 
 
 def cmd_bench(args) -> int:
-    from hw5.bench import bench
+    from hw5.bench.core import bench
     from hw5.io import data_dir
     full = True if args.full else False if args.tiny else None
     bench(Path(args.results) / "bench", tuple(t for t in args.tasks.split(",") if t), full, args.nli_pairs, args.ser_clips,

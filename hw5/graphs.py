@@ -29,7 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from hw5.train import autocast
+from hw5.device import autocast
 
 
 class StepGraphs:

@@ -21,11 +21,12 @@ from hw5 import contract
 from hw5.checkpoint import Checkpointer
 from hw5.config import ConfigError, TrainConfig, config_dict, config_from_dict, config_hash, grid_path, resolve_config
 from hw5.curves import Curves
+from hw5.device import cuda_kernel_choices
 from hw5.errors import RunRefused, StorageError
 from hw5.io import (check_room, checkpoint_root, data_dir as default_data_dir, now_iso, provenance, replace_dir,
                     share_like_umask, write_json_atomic)
 from hw5.models.surgery import count_parameters
-from hw5.train import cuda_kernel_choices, evaluate, fit, peak_memory_mb, set_seed
+from hw5.train import evaluate, fit, peak_memory_mb, set_seed
 
 SCHEMA = 1
 HYPERPARAMETERS = ("model_name", "epochs", "batch_size", "lr", "head_lr", "weight_decay", "warmup_ratio",

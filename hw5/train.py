@@ -21,6 +21,7 @@ from torch import nn
 from hw5.checkpoint import Checkpointer, restore_rng
 from hw5.config import TrainConfig
 from hw5.curves import Curves
+from hw5.device import autocast
 from hw5.metrics import classification_metrics
 
 STOP = threading.Event()
@@ -45,23 +46,6 @@ class TaskData(Protocol):
     def train_batches(self, epoch: int) -> list[list[int]]: ...
     def eval_batches(self, split: str) -> list[list[int]]: ...
     def collate(self, indices: list[int], split: str) -> Batch: ...
-
-
-def autocast(device: torch.device, precision: str, cache: bool = True):
-    """bf16 autocast on CUDA ("auto") or when asked; `cache=False` while capturing a CUDA graph (cast
-    weights must not outlive the graph's pool)."""
-    use_bf16 = precision == "bf16" or (precision == "auto" and device.type == "cuda")
-    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16, cache_enabled=cache)
-
-
-def cuda_kernel_choices(cudnn_attention: bool = False, cudnn_benchmark: bool = False) -> None:
-    """Kernel choices `hw5 bench` measured on an H100 (docs/performance-history.md): cuDNN's attention
-    builds an execution plan for every new (batch, length) shape (warm-up 7-20 s per epoch-sized
-    pass vs 2 s, same steady rate), so SDPA uses its flash / memory-efficient kernels; cuDNN
-    autotuning of convolutions costs ~10 s of warm-up per SER pass and bought nothing, so it stays
-    off."""
-    torch.backends.cuda.enable_cudnn_sdp(cudnn_attention)
-    torch.backends.cudnn.benchmark = cudnn_benchmark
 
 
 def make_optimizer(model: nn.Module, cfg: TrainConfig, device: torch.device) -> torch.optim.Optimizer:

@@ -8,9 +8,9 @@ import pytest
 import torch
 
 from hw5.__main__ import main
-from hw5.bench import PATHS, can_compile, plan, warmup_steps
-from hw5.bench_report import write_report
-from hw5.bench_work import ser_workload
+from hw5.bench.core import PATHS, can_compile, plan, warmup_steps
+from hw5.bench.report import write_report
+from hw5.bench.work import ser_workload
 from hw5.config import load_grid
 
 
@@ -53,7 +53,7 @@ def test_plans_cover_every_example_and_the_ceiling_has_one_shape():
 
 @pytest.mark.slow
 def test_ablations_name_what_each_optimization_buys_and_estimate_the_grid(tmp_path):
-    from hw5.bench import bench
+    from hw5.bench.core import bench
     table = bench(tmp_path, ("ser",), full=False, ser_clips=12, ablations=True)
     paths = set(table["path"])
     assert {"project-fp32", "project-random", "project-fixed", "project-waves", "project-x2",
@@ -70,8 +70,8 @@ def test_ablations_name_what_each_optimization_buys_and_estimate_the_grid(tmp_pa
 
 
 def test_the_graphs_path_steps_in_a_few_rounded_shapes_of_batch_size_examples():
-    from hw5.bench import ABLATIONS, PROJECT, plan
-    from hw5.bench_work import ser_workload
+    from hw5.bench.core import ABLATIONS, PROJECT, plan
+    from hw5.bench.work import ser_workload
     work = ser_workload(torch.device("cpu"), full=False, n=200)
     graphed, project = plan(work, ABLATIONS["project+graphs"]), plan(work, PROJECT)
     assert all(w % work.width_step == 0 for _, w in graphed)                  # whole seconds
@@ -82,7 +82,7 @@ def test_the_graphs_path_steps_in_a_few_rounded_shapes_of_batch_size_examples():
 
 @pytest.mark.slow
 def test_repeat_times_several_passes_and_reports_one_pass():
-    from hw5.bench import PROJECT, timed_pass
+    from hw5.bench.core import PROJECT, timed_pass
     work = ser_workload(torch.device("cpu"), full=False, n=40)
     calls = []
     work.model.register_forward_hook(lambda *_: calls.append(1))
@@ -101,7 +101,7 @@ def test_warmup_visits_every_step_shape_once():
 
 
 def test_decode_bench_decodes_each_clip_once(tmp_path):
-    from hw5.bench_decode import decode_bench
+    from hw5.bench.decode import decode_bench
     result = decode_bench(12, workers=2)
     assert result["clips"] == 12 and result["first_pass_clips_per_s"] > 0 and result["decode_clips_per_s"] > 0
     assert result["second_pass_decoded"] == 0 and result["audio_seconds"] > 12 * 0.3
@@ -109,7 +109,7 @@ def test_decode_bench_decodes_each_clip_once(tmp_path):
 
 def test_grid_estimate_charges_each_experiment_the_rate_of_its_batching():
     import pandas as pd
-    from hw5.bench_grid import estimate
+    from hw5.bench.grid import estimate
     rates = {"project": 1000, "project-random": 500, "project-fixed": 250, "project-waves": 800, "project-eval": 4000}
     rows = [dict(task=task, path=path, units_per_s=rate * unit, examples_per_s=rate, seconds=1.0,
                  prep_seconds=12.0 if (task, path) == ("ser", "project") else 0.0)       # 12 ms per clip
@@ -134,7 +134,7 @@ def test_grid_estimate_charges_each_experiment_the_rate_of_its_batching():
 @pytest.mark.slow
 def test_startup_bench_times_a_runs_host_work_before_its_first_step(tmp_path, data_dir):
     """Full-size models saved and loaded back; SER reads every clip's features from the store."""
-    from hw5.bench import bench
+    from hw5.bench.core import bench
     bench(tmp_path, (), data_dir=data_dir, startup_clips=60)
     startup = json.loads((tmp_path / "bench.json").read_text())["startup"]
     assert startup["clips"] == 60 and startup["ser_features_computed"] == 0      # all loaded
@@ -156,7 +156,7 @@ def test_paths_time_the_named_rows_plus_the_three_paths(tmp_path, capsys):
 
 
 def test_posconv_bench_times_each_method_and_shows_they_compute_the_same_conv(tmp_path):
-    from hw5.bench_posconv import CPU_METHODS, posconv_bench, posconv_markdown
+    from hw5.bench.posconv import CPU_METHODS, posconv_bench, posconv_markdown
     rows = posconv_bench(torch.device("cpu"), shapes=((2, 40), (1, 70)), repeat=1, channels=32, groups=4,
                          kernel=16)
     assert [(r["method"], r["clips"], r["frames"]) for r in rows] == [

@@ -23,7 +23,7 @@ import numpy as np
 import soundfile as sf
 import soxr
 
-from hw5.data.shemo import DataError
+from hw5.errors import DataError
 from hw5.io import share_like_umask
 
 TARGET_SR = 16000            # HuBERT's input rate

@@ -30,14 +30,15 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 
-from hw5.bench_work import Workload, farstail_lengths, nli_workload, ser_workload
+from hw5.bench.timing import peak_mb, reset_peak, sync
+from hw5.bench.work import Workload, farstail_lengths, nli_workload, ser_workload
 from hw5.data import batching
 from hw5.data.loader import prefetched
-from hw5.bench_report import grid_estimate, with_ratios, write_report
+from hw5.bench.report import grid_estimate, with_ratios, write_report
 from hw5.io import write_text_atomic
 from hw5.graphs import StepGraphs
 from hw5.models.ser import fast_positional_conv
-from hw5.train import autocast, cuda_kernel_choices
+from hw5.device import autocast, cuda_kernel_choices
 
 
 @dataclass(frozen=True)
@@ -198,7 +199,7 @@ def timed_pass(work: Workload, name: str, v: Variant, device: torch.device, repe
     opt = torch.optim.AdamW(trainable, lr=1e-5, fused=device.type == "cuda" and v.fused)
     graphs = StepGraphs(model, opt, device, v.precision) if v.graphs else None
     model.train(v.train)
-    _reset_peak(device)
+    reset_peak(device)
     rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     warm = warmup_steps(steps)
     schedule = warm + steps * repeat
@@ -207,10 +208,10 @@ def timed_pass(work: Workload, name: str, v: Variant, device: torch.device, repe
     marks = [time.perf_counter()]               # start, end of warm-up, end of each pass
     for k, ((indices, width), inputs) in enumerate(zip(schedule, batches)):
         if k >= len(warm) and (k - len(warm)) % len(steps) == 0:
-            _sync(device)
+            sync(device)
             marks.append(time.perf_counter())
         _step(model, opt, inputs, len(indices), v, device, ceiling=v.padding == "shape", graphs=graphs)
-    _sync(device)
+    sync(device)
     marks.append(time.perf_counter())
     seconds = float(np.median(np.diff(marks[1:])))
     used = [width * len(ix) if v.padding == "shape" else sum(min(lengths[i], width) for i in ix) for ix, width in steps]
@@ -221,7 +222,7 @@ def timed_pass(work: Workload, name: str, v: Variant, device: torch.device, repe
         stats = graphs.stats()
         note = f"{stats['graphs']} graph(s)" if not stats["failure"] else f"EAGER, capture failed: {stats['failure']}"
     return PathResult(work.task, name, len(steps), seconds, real * work.per_unit / seconds,
-                      examples / seconds, 1 - real / padded, _peak_mb(device, rss0), prep, marks[1] - marks[0],
+                      examples / seconds, 1 - real / padded, peak_mb(device, rss0), prep, marks[1] - marks[0],
                       note)
 
 
@@ -260,12 +261,12 @@ def profile_project(work: Workload, device: torch.device, out_dir: Path, steps: 
         cuda_kernel_choices(PROJECT.cudnn_attention, PROJECT.cudnn_benchmark)
     for indices, width in schedule[:2]:
         _step(work.model, opt, make(indices, width), len(indices), PROJECT, device, ceiling=False)
-    _sync(device)
+    sync(device)
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])
     with profile(activities=activities) as prof:
         for indices, width in schedule[2:]:
             _step(work.model, opt, make(indices, width), len(indices), PROJECT, device, ceiling=False)
-        _sync(device)
+        sync(device)
     table = prof.key_averages().table(sort_by="self_cuda_time_total" if cuda else "self_cpu_time_total",
                                       row_limit=30, max_name_column_width=60)
     path = out_dir / f"profile_{work.task}.txt"
@@ -285,24 +286,6 @@ def graph_safe_model(model: torch.nn.Module, graphs: bool):
     finally:
         if saved is not None:
             config.layerdrop = saved
-
-
-def _reset_peak(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.empty_cache()
-        torch.cuda.reset_peak_memory_stats(device)
-
-
-def _peak_mb(device: torch.device, rss0: int) -> float:
-    """CUDA: peak allocated; CPU: growth of the process's peak RSS (the first path pays for pools)."""
-    if device.type == "cuda":
-        return torch.cuda.max_memory_allocated(device) / 2**20
-    return (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - rss0) / 1024
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 def bench(out_dir: Path, tasks=("nli", "ser"), full: bool | None = None, nli_pairs: int = 512,
@@ -335,13 +318,13 @@ def bench(out_dir: Path, tasks=("nli", "ser"), full: bool | None = None, nli_pai
     table = with_ratios(pd.DataFrame(rows)) if rows else pd.DataFrame()
     decode = startup = posconv_rows = None
     if decode_clips:
-        from hw5.bench_decode import decode_bench
+        from hw5.bench.decode import decode_bench
         decode = decode_bench(decode_clips)
     if startup_clips:
-        from hw5.bench_startup import startup_bench
+        from hw5.bench.startup import startup_bench
         startup = startup_bench(data_dir, startup_clips)
     if posconv:
-        from hw5.bench_posconv import posconv_bench
+        from hw5.bench.posconv import posconv_bench
         posconv_rows = posconv_bench(device)
     estimate = grid_estimate(table, device, startup) if rows else None   # None unless its rows were timed
     write_report(out_dir, table, device, full, estimate, decode, startup, posconv_rows)

@@ -17,7 +17,7 @@ def with_ratios(table: pd.DataFrame) -> pd.DataFrame:
 
 
 def grid_estimate(table: pd.DataFrame, device: torch.device, startup: dict | None = None) -> dict | None:
-    from hw5.bench_grid import estimate
+    from hw5.bench.grid import estimate
     return estimate(table, torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
                     startup=startup)
 
@@ -48,7 +48,7 @@ def write_report(out_dir: Path, table: pd.DataFrame, device: torch.device, full:
                  f"{startup['ser_build_seconds']:.1f} s, stored CNN features "
                  f"({startup['ser_feature_megabytes']:.0f} MB) {startup['ser_features_seconds']:.1f} s.\n")
     if posconv:
-        from hw5.bench_posconv import posconv_markdown
+        from hw5.bench.posconv import posconv_markdown
         text += "\n" + posconv_markdown(posconv, name) + "\n"
     write_text_atomic(out_dir / "bench.md", text)
     print(f"bench: wrote {out_dir / 'bench.md'} and bench.json")

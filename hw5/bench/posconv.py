@@ -15,9 +15,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from hw5.bench import _reset_peak, _sync
+from hw5.bench.timing import reset_peak, sync
 from hw5.models.ser import POS_CONV_METHODS
-from hw5.train import autocast
+from hw5.device import autocast
 
 SHAPES = ((16, 205), (16, 410), (8, 750))   # (clips, frames): 16 mean ShEMO clips (4.1 s), 16 of 8.2 s, 8 of 15 s
 CUDA_METHODS = (("conv", "auto"), ("conv", "fp32"), ("matmul", "auto"), ("fft", "auto"))  # "auto": bf16
@@ -61,14 +61,14 @@ def time_method(conv: nn.Conv1d, x: torch.Tensor, reference: torch.Tensor, metho
         return y.detach()
     y = forward_backward()
     error = float((y.float() - reference).abs().max() / reference.abs().max())
-    _sync(device)
-    _reset_peak(device)
+    sync(device)
+    reset_peak(device)
     before = torch.cuda.memory_allocated(device) if device.type == "cuda" else 0
     seconds = []
     for _ in range(repeat):
         started = time.perf_counter()
         forward_backward()
-        _sync(device)
+        sync(device)
         seconds.append(time.perf_counter() - started)
     peak = (torch.cuda.max_memory_allocated(device) - before) / 2**20 if device.type == "cuda" else None
     return {"method": method, "precision": precision, "clips": x.shape[0], "frames": x.shape[2],

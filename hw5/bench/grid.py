@@ -4,7 +4,7 @@ Per experiment x seed: epochs x (train units at the rate of its batching + valid
 forward-only rate) + test units at the forward-only rate. Once for the whole grid: the frozen CNN over
 ShEMO's 3,000 clips (the runs share it through hw5.data.feature_store). Every NLI experiment is charged
 nli-full's rate, so frozen / shortened / pruned models make it an upper bound. With `--startup` the
-measured start-up of a run (imports, data, model load, stored features; hw5.bench_startup) is added to
+measured start-up of a run (imports, data, model load, stored features; hw5.bench.startup) is added to
 every run; CUDA initialisation is never included.
 """
 from __future__ import annotations
