@@ -93,7 +93,7 @@ def test_fast_grouped_conv_equals_conv1d_in_value_and_gradients(method):
     FFT's edges: T + padding = 65, one past a transform size (reads must not wrap onto real samples),
     a kernel longer than T + padding (its cut taps would only meet padding), and more outputs than
     T + padding (padding wider than the kernel)."""
-    from hw5.models.ser import POS_CONV_METHODS
+    from hw5.models.posconv import POS_CONV_METHODS
     fast = POS_CONV_METHODS[method]
     torch.manual_seed(0)
     for channels, groups, kernel, padding, steps in ((32, 4, 16, 8, 37), (24, 3, 5, 2, 37), (32, 4, 16, 8, 57),
@@ -111,7 +111,7 @@ def test_fast_grouped_conv_equals_conv1d_in_value_and_gradients(method):
 
 
 def test_fft_length_is_the_smallest_fast_size_that_holds_the_padded_input():
-    from hw5.models.ser import fft_length
+    from hw5.models.posconv import fft_length
     assert [fft_length(n) for n in (1, 2, 3, 5, 7, 333, 384, 385, 538)] == [1, 2, 3, 6, 8, 384, 384, 512, 768]
 
 
@@ -120,7 +120,7 @@ def test_fast_positional_conv_keeps_the_checkpoint_and_the_embedding(tmp_path, m
     """The surgery keeps the conv's parameters and state-dict keys; each CUDA method gives the same
     utterance embedding as conv1d (the CPU's path) on the same weights."""
     from transformers import AutoModel
-    from hw5.models.ser import POS_CONV_METHODS, fast_positional_conv
+    from hw5.models.posconv import POS_CONV_METHODS, fast_positional_conv
     model = tiny_model(tmp_path)
     untouched = AutoModel.from_pretrained(str(tiny_hubert(tmp_path)))
     assert set(model.encoder.state_dict()) == set(untouched.state_dict())
@@ -137,7 +137,7 @@ def test_fast_positional_conv_keeps_the_checkpoint_and_the_embedding(tmp_path, m
 
 
 def test_an_unknown_positional_conv_method_names_the_choices(tmp_path):
-    from hw5.models.ser import fast_positional_conv
+    from hw5.models.posconv import fast_positional_conv
     with pytest.raises(ValueError, match="conv, matmul, fft"):
         fast_positional_conv(tiny_model(tmp_path).encoder, "fast")
 
@@ -145,7 +145,7 @@ def test_an_unknown_positional_conv_method_names_the_choices(tmp_path):
 @pytest.mark.parametrize("method", ["matmul", "fft"])
 def test_fast_grouped_conv_under_autocast_returns_the_autocast_dtype(method):
     """As conv1d does under autocast, so the rest of HuBERT sees the dtypes it would see."""
-    from hw5.models.ser import POS_CONV_METHODS
+    from hw5.models.posconv import POS_CONV_METHODS
     torch.manual_seed(0)
     conv = torch.nn.Conv1d(32, 32, 16, padding=8, groups=4)
     x = torch.randn(2, 32, 40)

@@ -5,7 +5,7 @@
   project  hw5's fast path: length-bucketed batches (SER: filled to an audio-seconds budget, on CNN
            features computed once per clip — the CNN is frozen), bf16 autocast + fused AdamW on CUDA,
            no per-step sync, SDPA without cuDNN attention (hw5.train.cuda_kernel_choices), SER's
-           positional conv through rfft on CUDA (hw5.models.ser.fast_positional_conv)
+           positional conv through rfft on CUDA (hw5.models.posconv.fast_positional_conv)
   ceiling  one representative batch shape (batch x mean length) repeated: the fixed-shape bound
 
 `--ablations` adds the project path minus (or plus) one optimization at a time (what each one buys),
@@ -37,7 +37,7 @@ from hw5.data.loader import prefetched
 from hw5.bench.report import grid_estimate, with_ratios, write_report
 from hw5.io import write_text_atomic
 from hw5.graphs import StepGraphs
-from hw5.models.ser import fast_positional_conv
+from hw5.models.posconv import fast_positional_conv
 from hw5.device import autocast, cuda_kernel_choices
 
 

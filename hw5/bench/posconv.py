@@ -2,7 +2,7 @@
 
 The conv (768 channels, 16 groups, kernel 128, padding 64, weight-normed as in HubertModel) was the
 largest cost of a graphed SER step (docs/performance-history.md: by cuDNN 14.6 ms, as a bmm 4.1 ms of a
-16.7 ms step on an H200). Each method of `hw5.models.ser.POS_CONV_METHODS` runs forward + backward at
+16.7 ms step on an H200). Each method of `hw5.models.posconv.POS_CONV_METHODS` runs forward + backward at
 the frame counts of SER batches; rows give the median time, the transient peak memory (CUDA) and the
 largest deviation from fp32 conv1d relative to the output's largest value (the methods compute the same
 function: a wrong one shows here, not only in the tests).
@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from hw5.bench.timing import reset_peak, sync
-from hw5.models.ser import POS_CONV_METHODS
+from hw5.models.posconv import POS_CONV_METHODS
 from hw5.device import autocast
 
 SHAPES = ((16, 205), (16, 410), (8, 750))   # (clips, frames): 16 mean ShEMO clips (4.1 s), 16 of 8.2 s, 8 of 15 s

@@ -8,25 +8,19 @@ With the CNN frozen its output never changes, so `forward` also takes cached CNN
 step, and a clip's features no longer depend on the batch it is padded in (hubert-base's group-norm
 CNN normalizes over the padded length, so zero padding changes the features of the real frames).
 
-HuBERT's positional embedding is a grouped convolution (768 channels, 16 groups, kernel 128) that
-cuDNN runs with its slowest kernel in bf16 (implicit_convolve_sgemm, one launch per group: 53% of an
-SER step's GPU time on an H100, docs/bench/h100-run2-profile_ser.txt). `fast_positional_conv` runs
-it on CUDA as a product of Fourier transforms ("fft", the default: kernel 128 is most of a clip's 200-400
-frames, so the transform is cheaper than the windows; measured on an H100: 5.7x cuDNN, 1.7x "matmul", and
-graphed SER steps 1.17x) or as one batched matrix product over unfolded windows ("matmul": 3.3x cuDNN,
-memory-bound): the same function of the same weights.
+HuBERT's positional convolution runs through hw5/models/posconv.py on CUDA (the same function of
+the same weights, faster).
 """
 from __future__ import annotations
 
 import math
-import types
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from hw5.config import SERConfig
 from hw5.models.hub import from_pretrained
+from hw5.models.posconv import fast_positional_conv
 
 
 def masked_mean(frames: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -161,75 +155,6 @@ def freeze_feature_encoder(encoder: nn.Module) -> None:
         cnn._freeze_parameters()
     for p in cnn.parameters():
         p.requires_grad_(False)
-
-
-def grouped_conv1d_as_matmul(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
-                             padding: int, groups: int) -> torch.Tensor:
-    """F.conv1d(x, weight, bias, padding=padding, groups=groups) as one bmm over unfolded windows:
-    (groups, B*T_out, C_in/groups*K) @ (groups, C_in/groups*K, C_out/groups)."""
-    if torch.is_autocast_enabled(x.device.type):         # unfold in bf16: half the window copy
-        dtype = torch.get_autocast_dtype(x.device.type)
-        x, weight = x.to(dtype), weight.to(dtype)
-        bias = None if bias is None else bias.to(dtype)
-    batch = x.shape[0]
-    out_channels, per_group, kernel = weight.shape
-    windows = F.pad(x, (padding, padding)).unfold(2, kernel, 1)          # (B, C, T_out, K), a view
-    steps = windows.shape[2]
-    cols = (windows.reshape(batch, groups, per_group, steps, kernel).permute(1, 0, 3, 2, 4)
-            .reshape(groups, batch * steps, per_group * kernel))
-    w = weight.reshape(groups, out_channels // groups, per_group * kernel).transpose(1, 2)
-    y = torch.bmm(cols, w).reshape(groups, batch, steps, -1).permute(1, 0, 3, 2).reshape(batch, out_channels, steps)
-    return y if bias is None else y + bias[None, :, None]
-
-
-def fft_length(n: int) -> int:
-    """The smallest 2^k or 3 * 2^k >= n: sizes cuFFT and pocketfft transform fastest."""
-    power = 1 << max(0, n - 1).bit_length()
-    three = 3 << max(0, (n - 1) // 3).bit_length()
-    return min(power, three)
-
-
-def grouped_conv1d_via_fft(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
-                           padding: int, groups: int) -> torch.Tensor:
-    """F.conv1d(x, weight, bias, padding=padding, groups=groups) as a correlation in the frequency
-    domain, in (at least) fp32: rfft of input and kernel, one complex bmm per (group, frequency)
-    mixing the group's channels, irfft. The input is padded on the left only: with a transform
-    length >= T + padding, reads past the end wrap onto those left zeros, exactly the right padding
-    (and kernel taps beyond it, cut by the transform, would only ever meet padding)."""
-    out_dtype = torch.get_autocast_dtype(x.device.type) if torch.is_autocast_enabled(x.device.type) else x.dtype
-    dtype = torch.promote_types(x.dtype, torch.float32)
-    batch, _, steps_in = x.shape
-    out_channels, per_group, kernel = weight.shape
-    steps = steps_in + 2 * padding - kernel + 1
-    n = fft_length(max(steps_in + padding, steps))
-    with torch.autocast(x.device.type, enabled=False):
-        xf = torch.fft.rfft(F.pad(x.to(dtype), (padding, 0)), n=n).reshape(batch, groups, per_group, -1)
-        wf = torch.fft.rfft(weight.to(dtype), n=n).reshape(groups, out_channels // groups, per_group, -1)
-        yf = torch.einsum("bgif,goif->bgof", xf, wf.conj()).reshape(batch, out_channels, -1)
-        y = torch.fft.irfft(yf, n=n)[..., :steps]
-        y = y if bias is None else y + bias.to(dtype)[None, :, None]
-    return y.to(out_dtype)
-
-
-POS_CONV_METHODS = {"conv": None, "matmul": grouped_conv1d_as_matmul, "fft": grouped_conv1d_via_fft}
-
-
-def fast_positional_conv(encoder: nn.Module, method: str = "fft") -> None:
-    """On CUDA, run HuBERT's positional convolution by `method` (a POS_CONV_METHODS key; "conv" is
-    cuDNN's). The CPU keeps conv1d: the study's CPU runs use the tiny model (kernel 16); at
-    hubert-base's shapes the rfft measured 2.6-6x conv1d there (docs/performance-history.md).
-    Parameters and state-dict keys stay the conv's own."""
-    if method not in POS_CONV_METHODS:
-        raise ValueError(f"positional conv method {method!r}: choose from {', '.join(POS_CONV_METHODS)}")
-    conv = encoder.encoder.pos_conv_embed.conv
-    conv.forward = types.MethodType(_positional_conv_forward, conv)
-    conv.fast_method = POS_CONV_METHODS[method]
-
-
-def _positional_conv_forward(conv: nn.Conv1d, x: torch.Tensor) -> torch.Tensor:
-    if x.is_cuda and conv.fast_method is not None:
-        return conv.fast_method(x, conv.weight, conv.bias, conv.padding[0], conv.groups)
-    return conv._conv_forward(x, conv.weight, conv.bias)
 
 
 def build_ser_model(path: str, cfg: SERConfig, num_labels: int) -> tuple[SERClassifier, dict]:
