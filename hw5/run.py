@@ -220,7 +220,8 @@ def run(cfg: TrainConfig, seed: int, out_dir: Path, experiment: str = "", smoke:
         curves.final("test", test)
     finally:
         curves.close()
-    metrics = _metrics(cfg, experiment, seed, smoke, chash, data, val, test, result, model, variant, device)
+    metrics = _metrics(cfg, experiment=experiment, seed=seed, smoke=smoke, chash=chash, data=data, val=val,
+                       test=test, result=result, model=model, variant=variant, device=device)
     metrics.update(task.extra_metrics(data, test), data=fingerprint, run_key=key.as_dict())
     metrics["provenance"] = {**prov, "finished": now_iso(), "wall_seconds": time.perf_counter() - started}
     _write_outputs(out_dir, cfg, metrics, val, test, data, task)
@@ -231,7 +232,8 @@ def run(cfg: TrainConfig, seed: int, out_dir: Path, experiment: str = "", smoke:
     return metrics
 
 
-def _metrics(cfg, experiment, seed, smoke, chash, data, val, test, result, model, variant, device) -> dict:
+def _metrics(cfg, *, experiment, seed, smoke, chash, data, val, test, result, model, variant, device) -> dict:
+    """metrics.json's body, less the task's extras, the data fingerprint and provenance (run() adds them)."""
     seconds = result.train_seconds
     return {
         "schema": SCHEMA, "experiment": experiment, "task": cfg.task, "seed": seed, "smoke": smoke,

@@ -41,7 +41,7 @@ from hw5.models.posconv import fast_positional_conv
 from hw5.device import autocast, cuda_kernel_choices
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class Variant:
     padding: str        # "max" (naive width), "datamax" (longest example), "batch" (random batches, each
                         # padded to its longest), "bucket" (length-bucketed), "shape" (one fixed shape)
@@ -61,9 +61,9 @@ class Variant:
     pos_conv: str = "fft"     # SER on CUDA: HuBERT's positional conv as "fft", "matmul" or "conv" (cuDNN)
 
 
-NAIVE = Variant("max", "fp32", True, False, False, False, batch="naive", cudnn_attention=True,
-                pos_conv="conv")                                          # torch / transformers defaults
-PROJECT = Variant("bucket", "auto", False, True, True, False)
+NAIVE = Variant(padding="max", precision="fp32", host_sync=True, fused=False, features=False, prefetch=False,
+                batch="naive", cudnn_attention=True, pos_conv="conv")   # torch / transformers defaults
+PROJECT = Variant(padding="bucket", precision="auto", host_sync=False, fused=True, features=True, prefetch=False)
 PATHS = {"naive": NAIVE, "project": PROJECT, "ceiling": replace(PROJECT, padding="shape", prefetch=False)}
 ABLATIONS = {                      # the project path minus (or plus) one optimization each
     "naive-datamax": replace(NAIVE, padding="datamax"),
