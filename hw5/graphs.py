@@ -1,7 +1,7 @@
 """The whole training step as one CUDA graph per batch shape (`cuda_graphs: true`).
 
-Why: `hw5 bench` on an H100 found a project step host-bound — ~40 ms of Python and ~1,500 kernel
-launches for ~8 ms of GPU work (32 pairs / 16 clips). Replaying a captured graph costs one launch.
+Why: on a GPU a project step is host-bound (Python and many small kernel launches for little GPU
+work; figures in docs/performance-history.md). Replaying a captured graph costs one launch.
 
 What is captured, per (input shapes): zeroing the gradients, forward under autocast, loss, backward,
 gradient clipping, the AdamW update and the running loss / accuracy sums. What a graph needs, and where

@@ -1,8 +1,7 @@
 """`hw5 bench --posconv`: HuBERT-base's positional convolution alone, by each method hw5 has for it.
 
 The conv (768 channels, 16 groups, kernel 128, padding 64, weight-normed as in HubertModel) was the
-largest cost of a graphed SER step (docs/performance-history.md: by cuDNN 14.6 ms, as a bmm 4.1 ms of a
-16.7 ms step on an H200). Each method of `hw5.models.posconv.POS_CONV_METHODS` runs forward + backward at
+largest cost of a graphed SER step (figures: docs/performance-history.md). Each method of `hw5.models.posconv.POS_CONV_METHODS` runs forward + backward at
 the frame counts of SER batches; rows give the median time, the transient peak memory (CUDA) and the
 largest deviation from fp32 conv1d relative to the output's largest value (the methods compute the same
 function: a wrong one shows here, not only in the tests).

@@ -3,7 +3,7 @@
 Every SER experiment and seed loads the same pretrained CNN and freezes it, so a clip's CNN features
 are a function of (CNN weights, waveform, device type) only. `FeatureStore` keeps one .npy per clip under
 `<cache>/features/<cnn key>/`, named by a hash of the normalized waveform: the grid's first SER run
-computes them (one CNN call per clip: 12-16 ms a clip on an H100, `hw5 bench`), every later run loads
+computes them (one CNN call per clip; its cost: docs/performance.md), every later run loads
 them. Concurrent jobs (a SLURM array) walk the clips in their own order, skip what another job already
 wrote and write atomically, so they split the work instead of repeating it.
 
