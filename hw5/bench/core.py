@@ -33,7 +33,6 @@ import torch.nn.functional as F
 from hw5.bench.timing import peak_mb, reset_peak, sync
 from hw5.bench.work import Workload, farstail_lengths, nli_workload, ser_workload
 from hw5.data import batching
-from hw5.data.loader import prefetched
 from hw5.bench.report import grid_estimate, with_ratios, write_report
 from hw5.io import write_text_atomic
 from hw5.graphs import StepGraphs
@@ -49,22 +48,20 @@ class Variant:
     host_sync: bool     # loss.item() after every step
     fused: bool         # fused AdamW (CUDA only)
     features: bool      # SER: cached CNN features instead of waveforms
-    prefetch: bool      # batches built (and pinned on CUDA) on a background thread
     batch: str = "project"   # "naive": the naive path's examples per step
     train: bool = True  # False: forward only, no grad (evaluation)
     compiled: bool = False   # transformer blocks through torch.compile
     cudnn_attention: bool = False   # SDPA may use cuDNN's attention (a plan per new shape)
-    cudnn_benchmark: bool = False   # cuDNN autotunes convolutions per shape
     scale: int = 1      # examples (or budget) per step x scale
     graphs: bool = False     # CUDA graph per step shape (hw5.graphs); widths rounded, batch_size batches
     width_step_scale: float = 1.0  # graphs: widths rounded to this x the workload's width_step
     pos_conv: str = "fft"     # SER on CUDA: HuBERT's positional conv as "fft", "matmul" or "conv" (cuDNN)
 
 
-NAIVE = Variant(padding="max", precision="fp32", host_sync=True, fused=False, features=False, prefetch=False,
-                batch="naive", cudnn_attention=True, pos_conv="conv")   # torch / transformers defaults
-PROJECT = Variant(padding="bucket", precision="auto", host_sync=False, fused=True, features=True, prefetch=False)
-PATHS = {"naive": NAIVE, "project": PROJECT, "ceiling": replace(PROJECT, padding="shape", prefetch=False)}
+NAIVE = Variant(padding="max", precision="fp32", host_sync=True, fused=False, features=False, batch="naive",
+                cudnn_attention=True, pos_conv="conv")   # torch / transformers defaults
+PROJECT = Variant(padding="bucket", precision="auto", host_sync=False, fused=True, features=True)
+PATHS = {"naive": NAIVE, "project": PROJECT, "ceiling": replace(PROJECT, padding="shape")}
 ABLATIONS = {                      # the project path minus (or plus) one optimization each
     "naive-datamax": replace(NAIVE, padding="datamax"),
     "project-fp32": replace(PROJECT, precision="fp32"),
@@ -72,10 +69,8 @@ ABLATIONS = {                      # the project path minus (or plus) one optimi
     "project-fixed": replace(PROJECT, padding="max"),      # ser-fixedpad's batching
     "project-waves": replace(PROJECT, features=False),
     "project-sync": replace(PROJECT, host_sync=True),
-    "project+prefetch": replace(PROJECT, prefetch=True),     # measured: no gain, so not in the project path
     "project-unfused": replace(PROJECT, fused=False),
     "project-cudnn-attention": replace(PROJECT, cudnn_attention=True),
-    "project+autotune": replace(PROJECT, cudnn_benchmark=True),  # measured: warm-up cost, no gain
     "project-conv-pos": replace(PROJECT, pos_conv="conv"),    # SER: cuDNN's grouped conv
     "project-matmul-pos": replace(PROJECT, pos_conv="matmul"),  # SER: one bmm over unfolded windows
     "project-x2": replace(PROJECT, scale=2),               # twice the examples (budget) per step
@@ -192,7 +187,7 @@ def timed_pass(work: Workload, name: str, v: Variant, device: torch.device, repe
     if work.task == "ser":
         fast_positional_conv(model.encoder, v.pos_conv)
     if device.type == "cuda":
-        cuda_kernel_choices(v.cudnn_attention, v.cudnn_benchmark)
+        cuda_kernel_choices(v.cudnn_attention)
     if v.compiled:
         compile_blocks(model, dynamic=v.padding != "shape")
     trainable = [p for p in model.parameters() if p.requires_grad]
@@ -203,8 +198,7 @@ def timed_pass(work: Workload, name: str, v: Variant, device: torch.device, repe
     rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     warm = warmup_steps(steps)
     schedule = warm + steps * repeat
-    batches = (prefetched(schedule, lambda s: make(*s), pinned=device.type == "cuda") if v.prefetch
-               else (make(*s) for s in schedule))
+    batches = (make(*s) for s in schedule)
     marks = [time.perf_counter()]               # start, end of warm-up, end of each pass
     for k, ((indices, width), inputs) in enumerate(zip(schedule, batches)):
         if k >= len(warm) and (k - len(warm)) % len(steps) == 0:
@@ -228,7 +222,7 @@ def timed_pass(work: Workload, name: str, v: Variant, device: torch.device, repe
 
 def _step(model, opt, inputs: dict, batch: int, v: Variant, device: torch.device, ceiling: bool,
           graphs: StepGraphs | None = None) -> None:
-    inputs = {key: x.to(device, non_blocking=v.prefetch) for key, x in inputs.items()}
+    inputs = {key: x.to(device) for key, x in inputs.items()}
     if ceiling:                                  # one shape, no padding: the bound
         inputs = {key: torch.ones_like(x) if key.endswith("mask") and x.dtype != torch.bool else x
                   for key, x in inputs.items()}
@@ -258,7 +252,7 @@ def profile_project(work: Workload, device: torch.device, out_dir: Path, steps: 
     work.model.train()
     cuda = device.type == "cuda"
     if cuda:
-        cuda_kernel_choices(PROJECT.cudnn_attention, PROJECT.cudnn_benchmark)
+        cuda_kernel_choices(PROJECT.cudnn_attention)
     for indices, width in schedule[:2]:
         _step(work.model, opt, make(indices, width), len(indices), PROJECT, device, ceiling=False)
     sync(device)
