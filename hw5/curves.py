@@ -23,7 +23,7 @@ class Curves:
     def __init__(self, folder: Path | None):
         self.folder = folder               # None: write nothing (tensorboard: false)
         self._writer = None
-        self._mark: tuple[float, int, float] | None = None   # (time, step, units) at the last step line
+        self._mark: tuple[float, float] | None = None   # (time, epoch units) at the last line written
         self.last_step = 0                 # where final() puts the chosen model's scores
 
     def start(self, global_step: int, units: float) -> None:
@@ -37,7 +37,7 @@ class Curves:
         # a resumed run drops what an earlier attempt wrote after its checkpoint (a step's line comes before
         # that step's checkpoint, so the checkpoint's own step stays)
         self._writer = SummaryWriter(str(self.folder), purge_step=global_step + 1 if global_step else None)
-        self._mark = (time.perf_counter(), global_step, units)
+        self._mark = (time.perf_counter(), units)
 
     def step(self, global_step: int, loss: float, lr: float, units: float) -> None:
         """A step line: the epoch's running mean loss, the learning rate, units/s since the last line."""
@@ -46,10 +46,10 @@ class Curves:
         now = time.perf_counter()
         self._writer.add_scalar("train/loss", loss, global_step)
         self._writer.add_scalar("train/lr", lr, global_step)
-        if self._mark is not None and now > self._mark[0] and units >= self._mark[2]:
-            self._writer.add_scalar("train/units_per_s", (units - self._mark[2]) / (now - self._mark[0]),
+        if self._mark is not None and now > self._mark[0] and units >= self._mark[1]:
+            self._writer.add_scalar("train/units_per_s", (units - self._mark[1]) / (now - self._mark[0]),
                                     global_step)
-        self._mark, self.last_step = (now, global_step, units), global_step
+        self._mark, self.last_step = (now, units), global_step
 
     def epoch(self, global_step: int, row: dict) -> None:
         if self._writer is None:
@@ -58,7 +58,7 @@ class Curves:
             if isinstance(row.get(name), (int, float)):
                 self._writer.add_scalar(f"epoch/{name}", row[name], global_step)
         self._writer.flush()
-        self._mark = (time.perf_counter(), global_step, 0.0)   # the next epoch's units count from 0
+        self._mark = (time.perf_counter(), 0.0)   # the next epoch's units count from 0
         self.last_step = global_step
 
     def final(self, split: str, metrics: dict) -> None:

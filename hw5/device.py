@@ -11,10 +11,10 @@ def autocast(device: torch.device, precision: str, cache: bool = True):
     return torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16, cache_enabled=cache)
 
 
-def cuda_kernel_choices(cudnn_attention: bool = False, cudnn_benchmark: bool = False) -> None:
+def cuda_kernel_choices(cudnn_attention: bool = False) -> None:
     """The kernel choices the bench settled on (docs/performance-history.md). cuDNN's attention builds
     an execution plan for every new (batch, length) shape, a long warm-up at the same steady rate, so
     SDPA uses its flash / memory-efficient kernels; cuDNN's convolution autotuning costs warm-up and
     bought nothing, so it stays off."""
     torch.backends.cuda.enable_cudnn_sdp(cudnn_attention)
-    torch.backends.cudnn.benchmark = cudnn_benchmark
+    torch.backends.cudnn.benchmark = False

@@ -10,6 +10,7 @@ not list are left out of such a run (the run records how many).
 from __future__ import annotations
 
 import csv
+import functools
 import os
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -35,7 +36,13 @@ class FoldEntry:
 
 
 def read_fold(path: str | os.PathLike = PACKAGE_FOLD) -> dict[str, FoldEntry]:
-    """{wav name: FoldEntry}; every malformed row is named in one error."""
+    """{wav name: FoldEntry}; every malformed row is named in one error. Parsed once per process and file
+    (a run reads it for its clips, its split and the synthetic corpus's rates); treat the result as read-only."""
+    return _parsed_fold(str(Path(path).resolve()))
+
+
+@functools.lru_cache(maxsize=4)
+def _parsed_fold(path: str) -> dict[str, FoldEntry]:
     path = Path(path)
     fold, problems = {}, []
     try:

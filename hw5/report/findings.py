@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import pandas as pd
 
 from .document import Markdown
-from .numbers import metric_value, paired_difference, resource_frame
+from .numbers import mean_std, metric_value, paired_difference, resource_frame
 from .runs import Collection
 from .tables import fmt_count
 
@@ -49,13 +49,13 @@ class Pair:
     def difference(self) -> dict:
         return paired_difference(self.baseline, self.variant)
 
+    @property
+    def ratio(self) -> float:
+        """Variant / baseline over the seeds both have (the tables' "as % of baseline")."""
+        return self.difference["ratio"]
+
     def means(self) -> tuple[float, float]:
-        return _mean(self.baseline.values()), _mean(self.variant.values())
-
-
-def _mean(values) -> float:
-    finite = [v for v in values if math.isfinite(v)]
-    return sum(finite) / len(finite) if finite else math.nan
+        return mean_std(self.baseline.values())[1], mean_std(self.variant.values())[1]
 
 
 def verdict(what: str, d: dict, digits: int = 3) -> str:
@@ -100,29 +100,31 @@ class Evidence:
     def present(self) -> bool:
         return bool(self.collection.done(self.baseline)) and bool(self.collection.done(self.variant))
 
+    def _pair(self, per_seed) -> Pair:
+        return Pair(per_seed(self.baseline), per_seed(self.variant))
+
     def metric(self, key: str) -> Pair:
         def per_seed(experiment):
             mine = self.runs[self.runs["experiment"] == experiment]
             return {int(s): float(v) for s, v in zip(mine["seed"], mine[key])}
-        return Pair(per_seed(self.baseline), per_seed(self.variant))
+        return self._pair(per_seed)
 
-    def resource(self, column: str) -> Pair:
-        def per_seed(experiment):
-            frame = resource_frame(self.collection.done(experiment))
-            return {int(s): float(v) for s, v in zip(frame["seed"], frame[column])}
-        return Pair(per_seed(self.baseline), per_seed(self.variant))
+    def resources(self, *columns: str) -> list[Pair]:
+        """Per-seed resource columns (padding share, s/epoch, peak memory), each history read once."""
+        frames = {e: resource_frame(self.collection.done(e)) for e in (self.baseline, self.variant)}
+        return [self._pair(lambda e, c=column: {int(s): float(v) for s, v in zip(frames[e]["seed"], frames[e][c])})
+                for column in columns]
 
     def recall(self, cls: str) -> Pair:
-        def per_seed(experiment):
-            return {r.seed: metric_value(r.metrics, ("test", "per_class", cls, "recall"))
-                    for r in self.collection.done(experiment)}
-        return Pair(per_seed(self.baseline), per_seed(self.variant))
+        return self._pair(lambda e: {r.seed: metric_value(r.metrics, ("test", "per_class", cls, "recall"))
+                                     for r in self.collection.done(e)})
 
     def rarest_class(self) -> tuple[str, float] | None:
         """The class with the fewest test examples in the baseline's runs, and that mean support."""
         runs = self.collection.done(self.baseline)
         classes = runs[0].metrics.get("classes") or [] if runs else []
-        support = {c: _mean(metric_value(r.metrics, ("test", "per_class", c, "support")) for r in runs) for c in classes}
+        support = {c: mean_std([metric_value(r.metrics, ("test", "per_class", c, "support")) for r in runs])[1]
+                   for c in classes}
         support = {c: s for c, s in support.items() if math.isfinite(s)}
         return min(support.items(), key=lambda item: item[1]) if support else None
 
@@ -132,9 +134,9 @@ def _missing(evidence: Evidence, title: str) -> str:
     return f"**{title}.** No finished runs of {' and '.join(f'`{e}`' for e in absent)} yet."
 
 
-def _ratio(pair: Pair) -> float:
-    base, variant = pair.means()
-    return variant / base if base and math.isfinite(base) and math.isfinite(variant) else math.nan
+def by_direction(d: dict, higher: str, lower: str, neither: str) -> str:
+    """The reading an interval supports: TOO_FEW without one, else by its direction."""
+    return TOO_FEW if not decided(d) else {1: higher, -1: lower, 0: neither}[direction(d)]
 
 
 def _clips(n: float) -> str:
@@ -154,7 +156,7 @@ def padding_finding(e: Evidence) -> str:
     title = "Dynamic vs fixed padding"
     if not e.present:
         return _missing(e, title)
-    share, seconds, memory = (e.resource(c) for c in ("padding_share", "epoch_seconds", "peak_memory_mb"))
+    share, seconds, memory = e.resources("padding_share", "epoch_seconds", "peak_memory_mb")
     (dp, fp), (ds, fs), (dm, fm) = share.means(), seconds.means(), memory.means()
     uar, f1 = e.metric("uar").difference, e.metric("macro_f1").difference
     quality = (f"{verdict('UAR', uar)}; {verdict('macro-F1', f1)}")
@@ -167,8 +169,8 @@ def padding_finding(e: Evidence) -> str:
         reading = ("The quality differs beyond seed noise, which masked padding alone would not explain: "
                    "see the per-class recall and the curves.")
     return (f"**{title}.** {fp:.0%} of what fixed padding (`{e.variant}`) feeds the model is padding, against {dp:.0%} "
-            f"with dynamic padding (`{e.baseline}`); an epoch takes {_times(fs / ds if ds else math.nan)} the seconds "
-            f"({fs:.1f} s vs {ds:.1f} s) and peak memory is {_times(fm / dm if dm else math.nan)} ({fm:,.0f} vs "
+            f"with dynamic padding (`{e.baseline}`); an epoch takes {_times(seconds.ratio)} the seconds "
+            f"({fs:.1f} s vs {ds:.1f} s) and peak memory is {_times(memory.ratio)} ({fm:,.0f} vs "
             f"{dm:,.0f} MB{CPU_MEMORY if _on_cpu(e) else ''}). Quality: {quality}. {reading}")
 
 
@@ -177,9 +179,8 @@ def pooling_finding(e: Evidence) -> str:
     if not e.present:
         return _missing(e, title)
     uar, f1 = e.metric("uar").difference, e.metric("macro_f1").difference
-    reading = TOO_FEW if not decided(uar) else {
-        1: "Here too it helps.", -1: "Here it does worse than the masked mean.",
-        0: "Here the two cannot be told apart at this n: no evidence either way."}[direction(uar)]
+    reading = by_direction(uar, higher="Here too it helps.", lower="Here it does worse than the masked mean.",
+                           neither="Here the two cannot be told apart at this n: no evidence either way.")
     return (f"**{title}.** Attentive statistics pooling (`{e.variant}`) against masked mean pooling "
             f"(`{e.baseline}`): {verdict('UAR', uar)}; {verdict('macro-F1', f1)}. {OKABE}. {reading}")
 
@@ -219,12 +220,11 @@ def leakage_finding(e: Evidence) -> str:
     if not e.present:
         return _missing(e, title)
     uar, acc = e.metric("uar").difference, e.metric("accuracy").difference
-    reading = TOO_FEW if not decided(uar) else {
-        -1: f"The random split flatters SER by {abs(uar['diff_mean']):.3f} UAR: part of what it measures is "
-            "recognising speakers the model has heard.",
-        0: "No leakage effect is visible at this n.",
-        1: "The speaker-independent split scores higher here, so no leakage effect shows.",
-    }[direction(uar)]
+    reading = by_direction(
+        uar, lower=f"The random split flatters SER by {abs(uar['diff_mean']):.3f} UAR: part of what it measures is "
+                   "recognising speakers the model has heard.",
+        neither="No leakage effect is visible at this n.",
+        higher="The speaker-independent split scores higher here, so no leakage effect shows.")
     return (f"**{title}.** On the speaker-independent split (`{e.variant}`) no test speaker is heard in training; "
             f"against the random stratified split (`{e.baseline}`): {verdict('UAR', uar)}; "
             f"{verdict('accuracy', acc)}. The two test parts hold different clips, so the pairs share the seed, "
@@ -236,13 +236,13 @@ def variant_finding(e: Evidence, description: str, claim: str = "") -> str:
     if not e.present:
         return _missing(e, title)
     accuracy = e.metric("accuracy")
-    kept = _ratio(accuracy)
+    kept = accuracy.ratio
     trainable, total = e.metric("trainable_params"), e.metric("total_params")
     share = trainable.means()[1] / total.means()[0] if total.means()[0] else math.nan
     text = (f"**{title}** — {description} — keeps {kept:.1%} of `{e.baseline}`'s accuracy: "
             f"{verdict('accuracy', accuracy.difference)}. It trains {share:.1%} of the full model's parameters "
-            f"({fmt_count(trainable.means()[1])}), takes {_times(_ratio(e.metric('train_seconds')))} the training "
-            f"seconds and runs at {_times(_ratio(e.metric('units_per_s')))} the tokens/s.")
+            f"({fmt_count(trainable.means()[1])}), takes {_times(e.metric('train_seconds').ratio)} the training "
+            f"seconds and runs at {_times(e.metric('units_per_s').ratio)} the tokens/s.")
     if claim in LITERATURE:
         finding, keeps = LITERATURE[claim]
         agrees = math.isfinite(kept) and (kept >= keeps or direction(accuracy.difference) >= 0)
@@ -268,5 +268,4 @@ def findings_section(collection: Collection, runs: pd.DataFrame) -> list:
 
 
 def _description(collection: Collection, experiment: str) -> str:
-    done = collection.done(experiment)
-    return str((done[0].metrics.get("config") or {}).get("description") or experiment) if done else experiment
+    return str(collection.setting(experiment, "description") or experiment)

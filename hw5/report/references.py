@@ -65,6 +65,5 @@ def _ours(collection: Collection, role: str) -> str | None:
     if role in collection.grid.report.baselines:
         name = collection.grid.report.baselines[role]
         return name if name in collection.grid.tasks else None
-    on_split = [e for e in collection.experiments("ser") if any(
-        (r.metrics.get("config") or {}).get("split") == role for r in collection.done(e))]
+    on_split = [e for e in collection.experiments("ser") if collection.setting(e, "split") == role]
     return on_split[0] if on_split else None

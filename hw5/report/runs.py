@@ -65,6 +65,11 @@ class Collection:
         cells = [r for (e, _), r in self.runs.items() if e == experiment and r.status == "done"]
         return sorted(cells, key=lambda r: r.seed)
 
+    def setting(self, experiment: str, key: str):
+        """A resolved-config value of the experiment, as its lowest-seed usable run recorded it (None if none)."""
+        done = self.done(experiment)
+        return (done[0].metrics.get("config") or {}).get(key) if done else None
+
     def with_status(self, *statuses: str) -> list[Run]:
         """Runs in any of `statuses`, in table order (grid order, then seed)."""
         order = list(self.grid.tasks)

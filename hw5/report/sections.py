@@ -225,8 +225,7 @@ def _padding_blocks(collection: Collection, outputs: Outputs, dynamic: str, fixe
 
 def _batching(collection: Collection, experiment: str) -> str:
     """The padding scheme an experiment's runs used (their config's batching), for plot labels."""
-    done = collection.done(experiment)
-    return str((done[0].metrics.get("config") or {}).get("batching", "?")) if done else "?"
+    return str(collection.setting(experiment, "batching") or "?")
 
 
 def overall_section(collection: Collection, runs: pd.DataFrame, outputs: Outputs) -> list:
