@@ -28,7 +28,7 @@ from pathlib import Path
 from hw5.contract import results_tree
 from hw5.report import sections
 from hw5.report.document import Markdown, render_markdown, render_notebook
-from hw5.report.files import write_text_atomic
+from hw5.io import write_text_atomic
 from hw5.report.findings import findings_section
 from hw5.report.numbers import run_frame
 from hw5.report.references import references_section

@@ -44,7 +44,8 @@ def parser() -> argparse.ArgumentParser:
     run.add_argument("--keep-checkpoints", action="store_true", help="keep the checkpoint after success")
 
     stats = sub.add_parser("stats", parents=[common], help="dataset statistics tables and plots",
-                           description="Write dataset statistics (Markdown, CSV, PNG) under <results>/stats/ "
+                           description="Write dataset statistics under <results>/stats/: <task>_stats.json (the source), "
+                                       "its Markdown, CSVs and PNGs "
                                        "(<results>/smoke/stats/ with --smoke).")
     stats.add_argument("task", choices=["nli", "ser"])
 

@@ -139,6 +139,11 @@ class GridSpec:
         """resolve_config for this parsed file, without reading it again."""
         return _resolve(self, name, smoke)
 
+    @property
+    def tasks(self) -> dict[str, str]:
+        """experiment -> task, in file order."""
+        return {name: str(self.raw["experiments"][name]["task"]) for name in self.experiments}
+
 
 class DuplicateKey(yaml.YAMLError):
     def __init__(self, key, first: int, again: int):
@@ -217,7 +222,7 @@ def load_grid(path: str | os.PathLike | None = None) -> GridSpec:
         _resolve(grid, name, smoke=False)
         _resolve(grid, name, smoke=True)
     try:
-        grid.report = parse_report(data.get("report"), {n: str(experiments[n]["task"]) for n in grid.experiments})
+        grid.report = parse_report(data.get("report"), grid.tasks)
     except SpecError as exc:
         raise ConfigError(f"{p}: {exc}") from None
     return grid

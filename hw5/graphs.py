@@ -26,10 +26,14 @@ eagerly: the run finishes, and `stats()` (in metrics.json) says what happened.
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-from hw5.device import autocast
+from hw5.step import train_step
+
+
+# Model-config overrides a captured step needs. LayerDrop draws on the host, every step, which layers
+# to skip: a replayed graph would repeat one draw, so graphed training runs every layer.
+GRAPH_SAFE_CONFIG = {"layerdrop": 0.0}
 
 
 class StepGraphs:
@@ -66,17 +70,9 @@ class StepGraphs:
         graph.replay()
 
     def _body(self, inputs: dict[str, torch.Tensor], labels: torch.Tensor) -> None:
-        """One step, every operation on the device (capturable)."""
-        self.optimizer.zero_grad(set_to_none=not self.capture)   # graphs: zero in place, same addresses
-        with autocast(self.device, self.precision, cache=not self.capture):
-            logits = self.model(**inputs).float()
-        loss = F.cross_entropy(logits, labels, weight=self.loss_weights)
-        loss.backward()
-        if self.max_grad_norm:
-            torch.nn.utils.clip_grad_norm_(self.params, self.max_grad_norm)
-        self.optimizer.step()
-        self.loss_sum += loss.detach().double() * labels.shape[0]
-        self.correct += (logits.argmax(-1) == labels).sum()
+        train_step(self.model, self.optimizer, inputs, labels, self.loss_sum, self.correct, device=self.device,
+                   precision=self.precision, params=self.params, max_grad_norm=self.max_grad_norm,
+                   loss_weights=self.loss_weights, capture=self.capture)
 
     def stats(self) -> dict:
         """For metrics.json: graphs captured, steps replayed / run eagerly, why capturing stopped."""

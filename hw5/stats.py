@@ -1,4 +1,5 @@
-"""Dataset statistics: tables (Markdown + CSV) and plots (PNG) under results/stats/."""
+"""`hw5 stats nli`: FarsTail statistics under results/stats/: nli_stats.json (the source), its Markdown,
+one CSV per table and a PNG."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -9,13 +10,9 @@ import pandas as pd
 from hw5.config import resolve_config
 from hw5.data.farstail import CLASSES, SPLITS, check_release, ensure_farstail, normalization_report, read_split
 from hw5.io import write_text_atomic
+from hw5.report.statsdoc import section, write_stats
 
 TRUNCATION_LENGTHS = (64, 96, 128, 256, 512)
-
-
-def write_table(df: pd.DataFrame, out_dir: Path, name: str, title: str) -> None:
-    write_text_atomic(out_dir / f"{name}.csv", df.to_csv(index=False))
-    write_text_atomic(out_dir / f"{name}.md", f"### {title}\n\n{df.to_markdown(index=False, floatfmt='.4g')}\n")
 
 
 def describe_lengths(lengths: dict[str, np.ndarray]) -> pd.DataFrame:
@@ -32,26 +29,40 @@ def nli_stats(data_dir: Path, out_dir: Path, smoke: bool = False, config_path=No
     raw = {s: read_split(data_dir, s, normalize=False) for s in SPLITS}
     check_release(data_dir, raw)
     splits = {s: read_split(data_dir, s, normalize=True) for s in SPLITS}
-    tokenizer = load_tokenizer(model_path(cfg, splits), cfg)
+    lengths = _token_lengths(load_tokenizer(model_path(cfg, splits), cfg), splits["train"])
+    texts = [t for p in sum(raw.values(), []) for t in (p.premise, p.hypothesis)]
+    tables = nli_tables(splits, lengths, texts)
     out_dir.mkdir(parents=True, exist_ok=True)
+    for name, frame in tables.items():
+        write_text_atomic(out_dir / f"{name}.csv", frame.to_csv(index=False))
+    _plot_lengths(lengths, cfg.max_length, out_dir / "nli_lengths.png")
+    write_stats(out_dir, "nli", "FarsTail statistics",
+                [f"{sum(len(p) for p in splits.values()):,} premise-hypothesis pairs in {len(splits)} splits; "
+                 f"lengths counted with the {Path(cfg.model_name).name} tokenizer."],
+                [section("Rows and class distribution per split", table=tables["nli_classes"]),
+                 section("Train lengths in tokens", table=tables["nli_lengths"], figure="nli_lengths.png",
+                         caption="FarsTail train: token lengths"),
+                 section("Train pairs a max_length truncates", table=tables["nli_truncation"],
+                         text=f"The study truncates pairs at max_length {cfg.max_length}."),
+                 section("Persian normalization", table=tables["nli_normalization"],
+                         text=f"Texts each rule changes, of {len(texts):,} premises and hypotheses.")],
+                facts={"pairs": {s: len(p) for s, p in splits.items()}, "max_length": cfg.max_length,
+                       "share_truncated": float((lengths["pair"] > cfg.max_length).mean())})
+    return sorted(out_dir.glob("nli_*"))
+
+
+def nli_tables(splits: dict, lengths: dict[str, np.ndarray], texts: list[str]) -> dict[str, pd.DataFrame]:
+    """The four FarsTail tables, keyed by their CSV names."""
     counts = pd.DataFrame([{"split": s, "rows": len(p), **{c: sum(x.label == i for x in p)
                                                           for i, c in enumerate(CLASSES)}}
                            for s, p in splits.items()])
-    write_table(counts, out_dir, "nli_classes", "FarsTail: rows and class distribution per split")
-    lengths = _token_lengths(tokenizer, splits["train"])
-    write_table(describe_lengths(lengths), out_dir, "nli_lengths",
-                f"FarsTail train: lengths in tokens ({Path(cfg.model_name).name} tokenizer)")
     pair = lengths["pair"]
     trunc = pd.DataFrame([{"max_length": m, "pairs_truncated": int((pair > m).sum()),
                            "share_truncated": float((pair > m).mean())} for m in TRUNCATION_LENGTHS])
-    write_table(trunc, out_dir, "nli_truncation", "FarsTail train: share of pairs a max_length truncates")
-    texts = [t for p in sum(raw.values(), []) for t in (p.premise, p.hypothesis)]
     norm = pd.DataFrame([{"rule": k, "texts_changed": v, "share": v / len(texts)}
                          for k, v in normalization_report(texts).items()])
-    write_table(norm, out_dir, "nli_normalization",
-                f"Persian normalization: texts each rule changes (of {len(texts):,} premises + hypotheses)")
-    _plot_lengths(lengths, cfg.max_length, out_dir / "nli_lengths.png")
-    return sorted(out_dir.glob("nli_*"))
+    return {"nli_classes": counts, "nli_lengths": describe_lengths(lengths), "nli_truncation": trunc,
+            "nli_normalization": norm}
 
 
 def _token_lengths(tokenizer, pairs) -> dict[str, np.ndarray]:

@@ -23,6 +23,7 @@ from hw5.config import TrainConfig
 from hw5.curves import Curves
 from hw5.device import autocast
 from hw5.metrics import classification_metrics
+from hw5.step import train_step
 
 STOP = threading.Event()
 
@@ -178,6 +179,7 @@ def _train_epoch(model, data, cfg, ckpt, device, optimizer, scheduler, state, lo
     loss_sum = graphs.loss_sum if graphs else torch.zeros((), dtype=torch.float64, device=device)
     correct = graphs.correct if graphs else torch.zeros((), dtype=torch.long, device=device)
     loss_sum.zero_(), correct.zero_()
+    trainable = [p for p in model.parameters() if p.requires_grad]
     started, unfolded = time.perf_counter(), 0          # examples in the device sums
     for step in range(state["step"], len(batches)):
         batch = data.collate(batches[step], "train")
@@ -186,7 +188,8 @@ def _train_epoch(model, data, cfg, ckpt, device, optimizer, scheduler, state, lo
         if graphs:
             graphs.step(inputs, y)
         else:
-            _eager_step(model, inputs, y, cfg, device, optimizer, loss_weights, loss_sum, correct)
+            train_step(model, optimizer, inputs, y, loss_sum, correct, device=device, precision=cfg.precision,
+                       params=trainable, max_grad_norm=cfg.max_grad_norm, loss_weights=loss_weights)
         scheduler.step()
         sums["count"] += len(y)
         sums["units"] += batch.units
@@ -207,20 +210,6 @@ def _train_epoch(model, data, cfg, ckpt, device, optimizer, scheduler, state, lo
             if STOP.is_set():
                 raise Interrupted(f"checkpoint saved at epoch {state['epoch'] + 1} step {state['step']}")
     _fold(sums, loss_sum, correct, started, device)
-
-
-def _eager_step(model, inputs, y, cfg, device, optimizer, loss_weights, loss_sum, correct) -> None:
-    """Forward, backward, clip, AdamW; the loss and hits added to the device sums (no host sync)."""
-    with autocast(device, cfg.precision):
-        logits = model(**inputs).float()
-    loss = F.cross_entropy(logits, y, weight=loss_weights)
-    optimizer.zero_grad(set_to_none=True)
-    loss.backward()
-    if cfg.max_grad_norm:
-        torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
-    optimizer.step()
-    loss_sum += loss.detach().double() * len(y)
-    correct += (logits.argmax(-1) == y).sum()
 
 
 def _fold(sums: dict, loss_sum: torch.Tensor, correct: torch.Tensor, started: float, device) -> None:

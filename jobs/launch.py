@@ -36,7 +36,7 @@ from jobs.ledger import Ledger  # noqa: E402
 from jobs.profiles import Profile, ProfileError, load_profile, wants_gpu  # noqa: E402
 from jobs.runner import (SubmissionRefused, plan_arrays, run_in_process, run_locally,  # noqa: E402
                          sbatch_request, submit_to_slurm, wait_for_runs)
-from jobs.status import Run, print_failures, print_table, refresh_states  # noqa: E402
+from jobs.status import TrackedRun, print_failures, print_table, refresh_states  # noqa: E402
 
 WATCH_S = 10.0
 
@@ -108,7 +108,7 @@ def select_experiments(names: list[str], only: list[str] | None, grid_file: Path
     return chosen
 
 
-def expand_runs(args: argparse.Namespace) -> list[Run]:
+def expand_runs(args: argparse.Namespace) -> list[TrackedRun]:
     """The selected runs, each with its config resolved now (what a job will carry) and its key."""
     grid = load_grid(args.experiments)
     names = select_experiments(grid.experiments, args.only, grid.path)
@@ -123,11 +123,11 @@ def expand_runs(args: argparse.Namespace) -> list[Run]:
             spec = RunSpec(name, seed, args.smoke, str(results), str(grid.path), data,
                            checkpoint_dir=str(ckpts / ("smoke" if args.smoke else "") / name / f"seed-{seed}"),
                            config=config_dict(cfg))
-            runs.append(Run(spec, run_key(name, seed, args.smoke, cfg, fingerprint)))
+            runs.append(TrackedRun(spec, run_key(name, seed, args.smoke, cfg, fingerprint)))
     return runs
 
 
-def choose_profile(args: argparse.Namespace, runs: list[Run], ledger: Ledger) -> Profile:
+def choose_profile(args: argparse.Namespace, runs: list[TrackedRun], ledger: Ledger) -> Profile:
     """--profile / $HW5_PROFILE, else the profile these runs were last submitted with, else 'local'."""
     if args.profile:
         return load_profile(args.profile)
@@ -164,7 +164,7 @@ HINTS = {"done": "done", "running": "running", "pending": "queued", "unknown": "
          "missing": "missing (not selected by --retry-failed)", "partial": "partial (not selected by --retry-failed)"}
 
 
-def plan(runs: list[Run], args: argparse.Namespace) -> list[tuple[Run, str]]:
+def plan_actions(runs: list[TrackedRun], args: argparse.Namespace) -> list[tuple[TrackedRun, str]]:
     """(run, action) pairs; action is 'submit' or why the run is skipped."""
     wanted = set(WANTED["retry"] if args.retry_failed else WANTED["submit"])
     if args.force:
@@ -172,15 +172,15 @@ def plan(runs: list[Run], args: argparse.Namespace) -> list[tuple[Run, str]]:
     return [(run, "submit" if run.state in wanted else f"skip: {HINTS[run.state]}") for run in runs]
 
 
-def job_specs(todo: list[Run], profile: Profile, cluster: str) -> list[RunSpec]:
+def job_specs(todo: list[TrackedRun], profile: Profile, cluster: str) -> list[RunSpec]:
     """What each job carries besides the run: may it replace a result, must it see a GPU."""
     gpu = cluster == "slurm" and wants_gpu(profile) and not profile.slurm["allow_cpu"]
     return [dataclasses.replace(run.spec, replace=run.state in WANTED["force"], require_cuda=gpu,
                                 signal_delay_s=profile.slurm["signal_delay_s"]) for run in todo]
 
 
-def submit(runs: list[Run], args: argparse.Namespace, ledger: Ledger, profile: Profile) -> int:
-    actions = plan(runs, args)
+def submit(runs: list[TrackedRun], args: argparse.Namespace, ledger: Ledger, profile: Profile) -> int:
+    actions = plan_actions(runs, args)
     todo = [run for run, action in actions if action == "submit"]
     cluster = pick_cluster(args.cluster, profile)
     print(f"cluster: {cluster}, profile: {profile.name} ({profile.path})")
@@ -230,7 +230,7 @@ def show_and_check(arrays, profile: Profile, args: argparse.Namespace) -> int:
     return 2
 
 
-def cancel_blocked(todo: list[Run]) -> None:
+def cancel_blocked(todo: list[TrackedRun]) -> None:
     """--retry-failed resubmits a blocked run: its job would never start, so it is cancelled first."""
     blocked = [run for run in todo if run.state == "blocked" and run.record]
     if blocked:
@@ -239,7 +239,7 @@ def cancel_blocked(todo: list[Run]) -> None:
             print(f"cancelled blocked job {run.record.job_id} ({run.spec.name})")
 
 
-def show_status(runs: list[Run], ledger: Ledger, args: argparse.Namespace) -> int:
+def show_status(runs: list[TrackedRun], ledger: Ledger, args: argparse.Namespace) -> int:
     if not args.watch:
         print_table(refresh_states(runs, ledger))
         print_failures(runs, ledger)

@@ -16,7 +16,8 @@ from jobs.ledger import Ledger, Record
 
 
 @dataclass
-class Run:
+class TrackedRun:
+    """One (experiment, seed) as the launcher tracks it: what to run, its key, its state and newest job."""
     spec: RunSpec
     key: RunKey
     state: str = "missing"
@@ -32,7 +33,7 @@ class Run:
         return run_dir(self.spec.results_dir, self.spec.experiment, self.spec.seed, self.spec.smoke)
 
 
-def refresh_states(runs: list[Run], ledger: Ledger) -> list[Run]:
+def refresh_states(runs: list[TrackedRun], ledger: Ledger) -> list[TrackedRun]:
     """Fill each run's state from disk, the submission records and the scheduler (never blocks)."""
     records = ledger.latest()
     for run in runs:
@@ -53,7 +54,7 @@ def refresh_states(runs: list[Run], ledger: Ledger) -> list[Run]:
     return runs
 
 
-def print_table(runs: list[Run], actions: dict[tuple, str] | None = None) -> None:
+def print_table(runs: list[TrackedRun], actions: dict[tuple, str] | None = None) -> None:
     last = "action" if actions else "detail"
     print(f"{'experiment':<18} {'seed':>4}  {'state':<8} {'job':<12} {'config':<8}  {last}")
     for run in runs:
@@ -70,7 +71,7 @@ def last_line(text: str, width: int = 240) -> str:
     return lines[-1][:width] if lines else ""
 
 
-def print_failures(runs: list[Run], ledger: Ledger) -> None:
+def print_failures(runs: list[TrackedRun], ledger: Ledger) -> None:
     """The tail of each failed run's traceback, and where its log is."""
     for run in (r for r in runs if r.state == "failed"):
         log = ledger.log_link(run.spec.experiment, run.spec.seed, run.spec.smoke)

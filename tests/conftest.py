@@ -1,6 +1,7 @@
 """Shared fixtures: the real FarsTail location, tiny models, a fast copy of the experiments grid."""
 from __future__ import annotations
 
+import copy
 import os
 from pathlib import Path
 
@@ -42,9 +43,15 @@ def _isolated_cache(tmp_path_factory):
         os.environ["HW5_CACHE_DIR"] = old
 
 
+def experiments_file() -> dict:
+    """A copy of jobs/experiments.yaml as the project parses it (hw5.config.load_grid, the one grid reader)."""
+    from hw5.config import load_grid
+    return copy.deepcopy(load_grid(REPO / "jobs" / "experiments.yaml").raw)
+
+
 def fast_grid(tmp_path: Path, **smoke_overrides) -> Path:
     """The real jobs/experiments.yaml with an even smaller smoke overlay (seconds per run)."""
-    grid = yaml.safe_load((REPO / "jobs" / "experiments.yaml").read_text(encoding="utf-8"))
+    grid = experiments_file()
     nli = grid["smoke"]["nli"]
     nli.update(train_subset=96, eval_subset=48, epochs=1, max_length=48, batch_size=16)
     for task, values in smoke_overrides.items():

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import yaml
 
-from conftest import find_data_dir as farstail_dir  # noqa: F401 (one finder for every test module)
+from conftest import experiments_file, find_data_dir as farstail_dir  # noqa: F401 (one finder for every test module)
 
 REPO = Path(__file__).resolve().parents[1]
 LAUNCH = REPO / "jobs" / "launch.py"
@@ -23,7 +23,7 @@ BROKEN = "nli-broken"   # fails at run time (after submission): keeps 50 of the 
 
 def write_grid(path: Path) -> Path:
     """The real experiments file with a smaller smoke overlay (seconds per run) plus a broken run."""
-    grid = yaml.safe_load((REPO / "jobs" / "experiments.yaml").read_text(encoding="utf-8"))
+    grid = experiments_file()
     # 8 steps per epoch: long enough to be interrupted mid-training, short enough for 2 cores
     grid["smoke"]["nli"].update(train_subset=128, eval_subset=60, batch_size=16, epochs=2)
     grid["experiments"][BROKEN] = {"task": "nli", "description": "fails on the node", "keep_layers": 50}

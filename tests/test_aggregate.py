@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 import nbformat
+import pandas as pd
 import pytest
 import yaml
 from PIL import Image
@@ -21,6 +22,9 @@ import aggregate  # noqa: E402
 from hw5.config import config_hash, resolve_config  # noqa: E402
 from hw5.contract import data_fingerprint  # noqa: E402
 from hw5.report.runs import Run, newest_hash  # noqa: E402
+from hw5.report.statsdoc import section, write_stats  # noqa: E402
+
+from conftest import experiments_file  # noqa: E402
 
 FIXTURES = REPO / "tests" / "fixtures" / "aggregate"
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -65,7 +69,7 @@ def write_grid(path: Path, experiments: list[str], seeds: list[int]) -> Path:
 
 
 def report_section(experiments: list[str]) -> dict:
-    real = yaml.safe_load((REPO / "jobs" / "experiments.yaml").read_text(encoding="utf-8"))["report"]
+    real = experiments_file()["report"]
     return {"baselines": {t: e for t, e in real["baselines"].items() if e in experiments},
             "questions": [q for q in real["questions"] if {q["baseline"], q["variant"]} <= set(experiments)]}
 
@@ -92,8 +96,9 @@ def build_study(root: Path) -> tuple[Path, Path]:
     (results / "ser-fixedpad" / "seed-1").mkdir()  # started, never finished
     stats = results / "stats"
     stats.mkdir()
-    (stats / "nli_lengths.md").write_text("# Pair lengths\n\n| split | mean |\n|---|---|\n| train | 77 |\n\n"
-                                          "![lengths](nli_lengths.png)\n")
+    write_stats(stats, "nli", "FarsTail statistics", ["Pairs."],
+                [section("Pair lengths", table=pd.DataFrame({"split": ["train"], "mean": [77.5]}),
+                         figure="nli_lengths.png", caption="lengths")])
     Image.new("RGB", (8, 8), "white").save(stats / "nli_lengths.png")
     return results, grid
 
@@ -385,3 +390,20 @@ def test_an_internal_error_exits_3_and_keeps_the_previous_outputs(tmp_path, caps
     assert "Traceback" in err and "ZeroDivisionError: a bug in a section" in err and "are kept" in err
     after = {p.relative_to(results): p.read_bytes() for p in results.rglob("*") if p.is_file()}
     assert after == before      # the previous set, whole: no mix of new and old tables
+
+
+def test_statistics_render_from_their_json_and_a_broken_one_is_named_not_fatal(tmp_path):
+    from hw5.report.document import Image as Figure
+    from hw5.report.sections import Outputs, stats_section
+    stats = tmp_path / "stats"
+    stats.mkdir()
+    (stats / "ser_stats.json").write_text("{not json")
+    Image.new("RGB", (8, 8), "white").save(stats / "nli_lengths.png")
+    write_stats(stats, "nli", "FarsTail", ["Pairs."],
+                [section("Lengths", table=pd.DataFrame({"text": ["pair"], "mean": [74.93], "n": [12000]}),
+                         figure="nli_lengths.png", caption="token lengths")])
+    blocks = stats_section(Outputs(tmp_path))
+    text = "\n".join(b.text for b in blocks if not isinstance(b, Figure))
+    assert "| pair | 74.93 | 12,000 |" in text and "#### Lengths" in text
+    assert "ser_stats.json: unreadable statistics" in text and "rerun `hw5 stats`" in text
+    assert [b.caption for b in blocks if isinstance(b, Figure)] == ["token lengths"]     # shown once

@@ -12,14 +12,13 @@ import time
 from pathlib import Path
 
 import pytest
-import yaml
 
 import hw5.run
 from hw5.__main__ import main
 from hw5.run import run_lock
 
 from conftest import REPO, fast_grid
-from launch_support import launch, launcher_env
+from launch_support import launch
 
 
 def hw5_main(capsys, *args) -> tuple[int, str]:

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from hw5.__main__ import main
-from hw5.bench.core import PATHS, can_compile, plan, warmup_steps
+from hw5.bench.core import PATHS, can_compile, step_plan, warmup_steps
 from hw5.bench.report import write_report
 from hw5.bench.work import ser_workload
 from hw5.config import load_grid
@@ -45,9 +45,9 @@ def test_paths_naming_the_rows_the_grid_needs_also_estimate_the_grid(tmp_path):
 def test_plans_cover_every_example_and_the_ceiling_has_one_shape():
     work = ser_workload(torch.device("cpu"), full=False, n=40)
     for path in ("naive", "project"):
-        steps = plan(work, PATHS[path])
+        steps = step_plan(work, PATHS[path])
         assert sorted(i for batch, _ in steps for i in batch) == list(range(40))
-    ceiling = plan(work, PATHS["ceiling"])
+    ceiling = step_plan(work, PATHS["ceiling"])
     assert len({(len(b), w) for b, w in ceiling}) == 1
 
 
@@ -70,10 +70,10 @@ def test_ablations_name_what_each_optimization_buys_and_estimate_the_grid(tmp_pa
 
 
 def test_the_graphs_path_steps_in_a_few_rounded_shapes_of_batch_size_examples():
-    from hw5.bench.core import ABLATIONS, PROJECT, plan
+    from hw5.bench.core import ABLATIONS, PROJECT, step_plan
     from hw5.bench.work import ser_workload
     work = ser_workload(torch.device("cpu"), full=False, n=200)
-    graphed, project = plan(work, ABLATIONS["project+graphs"]), plan(work, PROJECT)
+    graphed, project = step_plan(work, ABLATIONS["project+graphs"]), step_plan(work, PROJECT)
     assert all(w % work.width_step == 0 for _, w in graphed)                  # whole seconds
     assert sum(len(b) != work.batch_size for b, _ in graphed) <= 1           # no audio budget
     assert len({(len(b), w) for b, w in graphed}) < len({(len(b), w) for b, w in project})
@@ -92,7 +92,15 @@ def test_repeat_times_several_passes_and_reports_one_pass():
     thrice = timed_pass(work, "project", PROJECT, torch.device("cpu"), repeat=3)
     assert len(calls) == warm_and_one + 2 * once.steps          # two more passes ran
     assert thrice.steps == once.steps and thrice.padding_share == once.padding_share
-    assert thrice.units_per_s == pytest.approx(once.units_per_s, rel=0.9)     # one pass's rate, not 3x
+    # the rate is one pass's work over one pass's seconds, however many passes ran
+    assert thrice.units_per_s * thrice.seconds == pytest.approx(once.units_per_s * once.seconds)
+    assert thrice.examples_per_s * thrice.seconds == pytest.approx(once.examples_per_s * once.seconds)
+
+
+def test_a_pass_takes_the_median_of_the_timed_passes_and_never_the_warm_up():
+    from hw5.bench.core import pass_seconds
+    assert pass_seconds([0.0, 10.0, 11.0, 13.0, 14.5]) == pytest.approx(1.5)    # passes 1, 2, 1.5 s
+    assert pass_seconds([0.0, 10.0, 12.0]) == pytest.approx(2.0)
 
 
 def test_warmup_visits_every_step_shape_once():

@@ -150,7 +150,7 @@ def test_jobs_that_can_never_start_are_blocked_with_the_key_to_change_and_wait_e
     assert f"change slurm.account or slurm.partition in {other}" in other_rows[("nli-full", 0)][1]
     wide_rows = status_rows(_launch(site, "wide", "--status", "--only", "nli-full", "--seeds", "0").stdout)
     assert wide_rows[("nli-full", 0)][0] == "blocked", wide_rows
-    assert f"PartitionConfig: the request exceeds every node of the partition; change slurm.cpus_per_task" \
+    assert "PartitionConfig: the request exceeds every node of the partition; change slurm.cpus_per_task" \
         in wide_rows[("nli-full", 0)][1] and str(wide) in wide_rows[("nli-full", 0)][1]
     # --wait (no --profile: the recorded one) ends at once with exit 1 instead of waiting forever
     started = time.time()

@@ -15,6 +15,7 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
 from hw5.data.ser_stats import clip_table, durations_from_headers, read_headers, ser_stats
+from hw5.report.statsdoc import read_stats
 from hw5.data.shemo import EMOTIONS, DataError, list_corpus, read_files_table, release_names
 from hw5.data.audio import AudioCache
 from hw5.data.synthetic import (MANIFEST, MIN_PER_EMOTION, SMOKE_SCALE, clip_seconds, file_rates,
@@ -166,6 +167,7 @@ def test_ser_stats_tables_plots_and_imbalance(corpus, tmp_path):
     assert speakers["total"].sum() == 60 and len(speakers) == len({c.speaker for c in clips})
     report = (tmp_path / "stats" / "ser_stats.md").read_text()
     assert f"{summary['imbalance']['ratio']}x" in report and "| emotion |" in report
+    assert read_stats(tmp_path / "stats" / "ser_stats.json")["facts"] == json.loads(json.dumps(summary))
     for name in ("ser_emotions.png", "ser_durations.png", "ser_speakers.png"):
         assert (tmp_path / "stats" / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert all(p.name.startswith("ser_") for p in (tmp_path / "stats").iterdir())

@@ -28,16 +28,20 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
-import torch.nn.functional as F
 
 from hw5.bench.timing import peak_mb, reset_peak, sync
 from hw5.bench.work import Workload, farstail_lengths, nli_workload, ser_workload
 from hw5.data import batching
 from hw5.bench.report import grid_estimate, with_ratios, write_report
 from hw5.io import write_text_atomic
-from hw5.graphs import StepGraphs
+from hw5.config import TrainConfig
+from hw5.graphs import GRAPH_SAFE_CONFIG, StepGraphs
+from hw5.step import train_step
 from hw5.models.posconv import fast_positional_conv
 from hw5.device import autocast, cuda_kernel_choices
+
+
+MAX_GRAD_NORM = TrainConfig().max_grad_norm    # every row clips as the study's runs do
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -129,7 +133,7 @@ def applies(work: Workload, name: str) -> bool:
     return True
 
 
-def plan(work: Workload, v: Variant, seed: int = 0) -> list[tuple[list[int], int]]:
+def step_plan(work: Workload, v: Variant, seed: int = 0) -> list[tuple[list[int], int]]:
     """(indices, padded width) per step for one epoch of the given variant."""
     n = len(work.lengths)
     bs = (work.naive_batch if v.batch == "naive" else work.batch_size) * v.scale
@@ -179,7 +183,7 @@ def warmup_steps(steps: list[tuple[list[int], int]], repeat: int = 2) -> list[tu
 
 def timed_pass(work: Workload, name: str, v: Variant, device: torch.device, repeat: int = 1) -> PathResult:
     """Warm-up over every step shape, then `repeat` epoch-sized passes; the median pass is reported."""
-    steps, lengths = plan(work, v), real_lengths(work, v)
+    steps, lengths = step_plan(work, v), real_lengths(work, v)
     use_features = v.features and work.fast_batch is not None
     prep = work.prepare() if use_features and work.prepare else 0.0
     make = work.fast_batch if use_features else work.make_batch
@@ -192,7 +196,7 @@ def timed_pass(work: Workload, name: str, v: Variant, device: torch.device, repe
         compile_blocks(model, dynamic=v.padding != "shape")
     trainable = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(trainable, lr=1e-5, fused=device.type == "cuda" and v.fused)
-    graphs = StepGraphs(model, opt, device, v.precision) if v.graphs else None
+    graphs = StepGraphs(model, opt, device, v.precision, MAX_GRAD_NORM) if v.graphs else None
     model.train(v.train)
     reset_peak(device)
     rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
@@ -207,7 +211,7 @@ def timed_pass(work: Workload, name: str, v: Variant, device: torch.device, repe
         _step(model, opt, inputs, len(indices), v, device, ceiling=v.padding == "shape", graphs=graphs)
     sync(device)
     marks.append(time.perf_counter())
-    seconds = float(np.median(np.diff(marks[1:])))
+    seconds = pass_seconds(marks)
     used = [width * len(ix) if v.padding == "shape" else sum(min(lengths[i], width) for i in ix) for ix, width in steps]
     real, padded = sum(used), sum(width * len(ix) for ix, width in steps)
     examples = sum(len(ix) for ix, _ in steps)
@@ -220,8 +224,14 @@ def timed_pass(work: Workload, name: str, v: Variant, device: torch.device, repe
                       note)
 
 
+def pass_seconds(marks: list[float]) -> float:
+    """The median pass: marks are the start, the end of the warm-up and the end of each pass."""
+    return float(np.median(np.diff(marks[1:])))
+
+
 def _step(model, opt, inputs: dict, batch: int, v: Variant, device: torch.device, ceiling: bool,
           graphs: StepGraphs | None = None) -> None:
+    """One timed step: the run's own training step (hw5.step), or a forward pass for the eval row."""
     inputs = {key: x.to(device) for key, x in inputs.items()}
     if ceiling:                                  # one shape, no padding: the bound
         inputs = {key: torch.ones_like(x) if key.endswith("mask") and x.dtype != torch.bool else x
@@ -230,21 +240,22 @@ def _step(model, opt, inputs: dict, batch: int, v: Variant, device: torch.device
     if graphs is not None:
         graphs.step(inputs, y)
         return
-    grad = contextlib.nullcontext() if v.train else torch.no_grad()
-    with grad, autocast(device, v.precision):
-        loss = F.cross_entropy(model(**inputs).float(), y)
-    if v.train:
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
+    if not v.train:
+        with torch.no_grad(), autocast(device, v.precision):
+            model(**inputs)
+        return
+    loss_sum, hits = torch.zeros((), dtype=torch.float64, device=device), torch.zeros((), dtype=torch.long, device=device)
+    params = [p for group in opt.param_groups for p in group["params"]]
+    train_step(model, opt, inputs, y, loss_sum, hits, device=device, precision=v.precision, params=params,
+               max_grad_norm=MAX_GRAD_NORM)
     if v.host_sync:
-        loss.item()                              # the per-step host sync of a typical loop
+        loss_sum.item()                          # the per-step host sync of a typical loop
 
 
 def profile_project(work: Workload, device: torch.device, out_dir: Path, steps: int = 6) -> Path:
     """torch.profiler table of a few project-path steps (where the time goes: kernels vs host)."""
     from torch.profiler import ProfilerActivity, profile
-    schedule = plan(work, PROJECT)[:steps + 2]
+    schedule = step_plan(work, PROJECT)[:steps + 2]
     make = work.fast_batch or work.make_batch
     work.prepare and work.prepare()
     opt = torch.optim.AdamW([p for p in work.model.parameters() if p.requires_grad], lr=1e-5,
@@ -270,16 +281,17 @@ def profile_project(work: Workload, device: torch.device, out_dir: Path, steps: 
 
 @contextlib.contextmanager
 def graph_safe_model(model: torch.nn.Module, graphs: bool):
-    """HuBERT's LayerDrop decides on the host; cuda_graphs trains without it (hw5.models.ser)."""
+    """The encoder's config with the overrides a captured step needs (hw5.graphs.GRAPH_SAFE_CONFIG),
+    for the graphed rows only; a run gets them from its model builder."""
     config = getattr(model.encoder, "config", None)
-    saved = getattr(config, "layerdrop", None)
-    if graphs and saved is not None:
-        config.layerdrop = 0.0
+    saved = {k: getattr(config, k) for k in GRAPH_SAFE_CONFIG if hasattr(config, k)} if graphs else {}
+    for key in saved:
+        setattr(config, key, GRAPH_SAFE_CONFIG[key])
     try:
         yield
     finally:
-        if saved is not None:
-            config.layerdrop = saved
+        for key, value in saved.items():
+            setattr(config, key, value)
 
 
 def bench(out_dir: Path, tasks=("nli", "ser"), full: bool | None = None, nli_pairs: int = 512,

@@ -1,4 +1,4 @@
-"""`hw5 stats ser`: what the SER corpus holds, in tables (Markdown + CSV) and plots (PNG).
+"""`hw5 stats ser`: what the SER corpus holds: ser_stats.json (the source), its Markdown, CSVs and PNGs.
 
 Counts per emotion, gender and speaker; the duration distribution (from WAV headers, no decoding);
 the class imbalance in numbers. Every file is written under `out_dir` with the prefix `ser_`.
@@ -14,7 +14,8 @@ import pandas as pd
 import soundfile as sf
 
 from hw5.data.shemo import EMOTIONS, DataError, ShemoClip
-from hw5.io import atomic_path, write_json_atomic, write_text_atomic
+from hw5.io import atomic_path
+from hw5.report.statsdoc import section, write_stats
 
 _MAX_LISTED = 20   # unreadable files shown in one error before "... and N more"
 
@@ -49,18 +50,6 @@ def clip_table(clips: Sequence[ShemoClip], durations: Sequence[float],
                          "speaker": [c.speaker for c in clips], "emotion": [c.label for c in clips],
                          "duration_s": np.asarray(durations, dtype=float),
                          "sample_rate": np.asarray(rates if rates is not None else [0] * len(clips), dtype=int)})
-
-
-def markdown_table(frame: pd.DataFrame) -> str:
-    """A GitHub Markdown table (pandas' to_markdown needs the optional `tabulate`)."""
-    cells = [[str(c) for c in frame.columns]] + [[_cell(v) for v in row] for row in frame.to_numpy()]
-    lines = ["| " + " | ".join(row) + " |" for row in cells]
-    lines.insert(1, "|" + "|".join("---" for _ in frame.columns) + "|")
-    return "\n".join(lines) + "\n"
-
-
-def _cell(value) -> str:
-    return f"{value:.3f}" if isinstance(value, float) else str(value)
 
 
 def emotion_counts(table: pd.DataFrame) -> pd.DataFrame:
@@ -108,41 +97,42 @@ def imbalance(emotions: pd.DataFrame) -> dict:
 
 
 def ser_stats(table: pd.DataFrame, out_dir: str | os.PathLike) -> dict:
-    """Write ser_* tables, plots and a summary under out_dir; returns the summary (JSON-able)."""
+    """Write ser_stats.json (the source) and its Markdown, one CSV per table and the plots under
+    out_dir; returns the document's facts (JSON-able numbers)."""
     out_dir = Path(out_dir)
     tables = {"emotions": emotion_counts(table), "genders": gender_counts(table),
               "speakers": speaker_counts(table), "durations": duration_stats(table)}
     for name, frame in tables.items():
         with atomic_path(out_dir / f"ser_{name}.csv") as tmp:
             frame.to_csv(tmp, index=False)
-    summary = {"clips": len(table), "speakers": int(table["speaker"].nunique()),
-               "hours": round(float(table["duration_s"].sum()) / 3600, 3),
-               "imbalance": imbalance(tables["emotions"]),
-               "durations_s": tables["durations"].iloc[0].drop(["group"]).to_dict(),
-               "sample_rates": {int(r): int(n) for r, n in table["sample_rate"].value_counts().sort_index().items()
-                                if r}}
-    write_json_atomic(out_dir / "ser_summary.json", summary)
-    write_text_atomic(out_dir / "ser_stats.md", _report(summary, tables))
+    facts = {"clips": len(table), "speakers": int(table["speaker"].nunique()),
+             "hours": round(float(table["duration_s"].sum()) / 3600, 3),
+             "imbalance": imbalance(tables["emotions"]),
+             "durations_s": tables["durations"].iloc[0].drop(["group"]).to_dict(),
+             "sample_rates": {int(r): int(n) for r, n in table["sample_rate"].value_counts().sort_index().items()
+                              if r}}
     _plots(table, tables, out_dir)
-    return summary
+    write_stats(out_dir, "ser", "SER corpus statistics", _intro(facts), [
+        section("Emotions", table=tables["emotions"], figure="ser_emotions.png", caption="Clips per emotion"),
+        section("Genders", table=tables["genders"]),
+        section("Durations (seconds)", table=tables["durations"], figure="ser_durations.png",
+                caption="Clip durations"),
+        section("Speakers", table=tables["speakers"], figure="ser_speakers.png",
+                caption="Clips per speaker and emotion",
+                text="Clips per emotion; top_emotion_share = share of the speaker's most frequent emotion.")],
+        facts=facts)
+    return facts
 
 
-def _report(summary: dict, tables: dict[str, pd.DataFrame]) -> str:
-    gap = summary["imbalance"]
+def _intro(facts: dict) -> list[str]:
+    gap = facts["imbalance"]
     shares = ", ".join(f"{e} {s:.1%}" for e, s in gap["shares"].items())
-    rates = ", ".join(f"{n:,} clips at {r:,} Hz" for r, n in sorted(summary["sample_rates"].items(), reverse=True))
-    lines = ["# SER corpus statistics\n",
-             f"{summary['clips']} clips, {summary['speakers']} speakers, {summary['hours']} h of audio.\n",
-             f"Imbalance: the majority class ({gap['majority']}, {gap['majority_clips']} clips) is "
-             f"{gap['ratio']}x the minority class ({gap['minority']}, {gap['minority_clips']} clips). "
-             f"Shares: {shares}.\n",
-             *([f"Sample rates: {rates}; every clip is resampled once to 16 kHz.\n"] if rates else []),
-             "## Emotions\n", markdown_table(tables["emotions"]),
-             "## Genders\n", markdown_table(tables["genders"]),
-             "## Durations (seconds)\n", markdown_table(tables["durations"]),
-             "## Speakers (clips per emotion; top_emotion_share = share of the speaker's most "
-             "frequent emotion)\n", markdown_table(tables["speakers"])]
-    return "\n".join(lines)
+    rates = ", ".join(f"{n:,} clips at {r:,} Hz" for r, n in sorted(facts["sample_rates"].items(), reverse=True))
+    return [f"{facts['clips']} clips, {facts['speakers']} speakers, {facts['hours']} h of audio.",
+            f"Imbalance: the majority class ({gap['majority']}, {gap['majority_clips']} clips) is "
+            f"{gap['ratio']}x the minority class ({gap['minority']}, {gap['minority_clips']} clips). "
+            f"Shares: {shares}.",
+            *([f"Sample rates: {rates}; every clip is resampled once to 16 kHz."] if rates else [])]
 
 
 def _plots(table: pd.DataFrame, tables: dict[str, pd.DataFrame], out_dir: Path) -> None:

@@ -20,6 +20,7 @@ from torch import nn
 
 from hw5.config import SERConfig
 from hw5.models.hub import from_pretrained
+from hw5.graphs import GRAPH_SAFE_CONFIG
 from hw5.models.posconv import fast_positional_conv
 
 
@@ -159,9 +160,8 @@ def freeze_feature_encoder(encoder: nn.Module) -> None:
 
 def build_ser_model(path: str, cfg: SERConfig, num_labels: int) -> tuple[SERClassifier, dict]:
     from transformers import AutoModel
-    # LayerDrop decides on the host (torch.rand per layer): a captured graph would freeze one choice
-    layerdrop = {"layerdrop": 0.0} if cfg.cuda_graphs else {}
-    encoder = from_pretrained(AutoModel, path, cfg, mask_time_prob=cfg.mask_time_prob, **layerdrop)
+    overrides = GRAPH_SAFE_CONFIG if cfg.cuda_graphs else {}
+    encoder = from_pretrained(AutoModel, path, cfg, mask_time_prob=cfg.mask_time_prob, **overrides)
     variant = {"pooling": cfg.pooling, "frozen_feature_encoder": cfg.freeze_feature_encoder,
                "layerdrop": encoder.config.layerdrop}
     if cfg.freeze_feature_encoder:

@@ -9,9 +9,6 @@ from pathlib import Path
 import nbformat
 from nbformat import v4
 
-# Relative link targets in Markdown: [text](target) and ![alt](target).
-LINK = re.compile(r"(!?\[[^\]]*\]\()([^)\s]+)(\))")
-EXTERNAL = re.compile(r"^([a-z][a-z0-9+.-]*:|#|/)", re.IGNORECASE)
 
 
 @dataclass(frozen=True)
@@ -28,12 +25,6 @@ class Image:
 def relative(path: Path, base: Path) -> str:
     """A POSIX link from the report's folder to `path`."""
     return Path(path).resolve().relative_to(Path(base).resolve()).as_posix()
-
-
-def rebase_links(text: str, prefix: str) -> str:
-    """Prefix every relative link target, e.g. when stats/x.md is inlined into report.md one folder up."""
-    return LINK.sub(lambda m: m.group(0) if EXTERNAL.match(m.group(2))
-                    else f"{m.group(1)}{prefix}{m.group(2)}{m.group(3)}", text)
 
 
 def demote_headings(text: str, levels: int = 1) -> str:

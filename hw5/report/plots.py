@@ -12,7 +12,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
-from .files import write_bytes_atomic  # noqa: E402
+from hw5.io import write_bytes_atomic  # noqa: E402
 from .numbers import METRIC_BY_KEY, history_frame  # noqa: E402
 from .runs import Run  # noqa: E402
 

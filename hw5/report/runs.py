@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from hw5 import contract
-from hw5.config import ConfigError, load_grid
+from hw5.config import ConfigError, GridSpec, load_grid
 from .spec import ReportSpec, first_of_each_task
 
 SEED_DIR = re.compile(r"^seed-(\d+)$")
@@ -77,25 +77,27 @@ class Collection:
                       key=lambda r: (order.index(r.experiment), r.seed))
 
 
-def task_of(name: str) -> str:
-    """The task an experiment belongs to, from its `<task>-<variant>` name."""
-    return name.split("-", 1)[0]
-
-
-def read_grid(path: Path, explicit: bool) -> dict | None:
-    """The experiments file as {"seeds": [...], "tasks": {name: task}, "grid": GridSpec}; None when absent
-    and optional. Read by hw5.config, the one reader of the grid."""
+def read_grid(path: Path, explicit: bool) -> GridSpec | None:
+    """The experiments file, parsed by hw5.config (the one reader of the grid); None when absent and optional."""
     if not path.is_file():
         if explicit:
             raise AggregateError(f"{path}: experiments file not found; pass an existing --experiments file "
                                  "or leave the option out to use the runs found")
         return None
     try:
-        grid = load_grid(path)
+        return load_grid(path)
     except (ConfigError, UnicodeDecodeError) as exc:
         raise AggregateError(f"{exc}; fix the file or pass another --experiments")
-    tasks = {name: str(grid.raw["experiments"][name]["task"]) for name in grid.experiments}
-    return {"seeds": grid.seeds, "tasks": tasks, "grid": grid}
+
+
+def task_on_disk(per_seed: dict[int, Path]) -> str:
+    """An experiment's task as its runs recorded it (for experiments no grid declares); "unknown" if no
+    metrics.json says."""
+    for seed_dir in per_seed.values():
+        metrics, _ = contract.read_metrics(seed_dir / "metrics.json")
+        if metrics and isinstance(metrics.get("task"), str):
+            return metrics["task"]
+    return "unknown"
 
 
 def scan_results(results_dir: Path) -> dict[str, dict[int, Path]]:
@@ -117,19 +119,20 @@ def display_path(path: Path) -> str:
         return str(path)
 
 
-def build_grid(grid_file: dict | None, found: dict[str, dict[int, Path]], seeds: list[int] | None,
+def build_grid(grid_file: GridSpec | None, found: dict[str, dict[int, Path]], seeds: list[int] | None,
                grid_path: Path) -> Grid:
     """Expected experiments and seeds: from the experiments file when present, else from the runs found
     (ordered by task, then name; each task's first experiment is its baseline)."""
+    on_disk = {e: task_on_disk(per_seed) for e, per_seed in found.items()
+               if grid_file is None or e not in grid_file.tasks}
     if grid_file is not None:
-        tasks, source = dict(grid_file["tasks"]), f"`{display_path(grid_path)}`"
-        tasks.update({e: task_of(e) for e in found if e not in tasks})  # listed as ignored
-        grid_seeds, report = grid_file["seeds"], grid_file["grid"].report
+        tasks, source = {**grid_file.tasks, **on_disk}, f"`{display_path(grid_path)}`"   # extras: ignored
+        grid_seeds, report = grid_file.seeds, grid_file.report
     else:
-        order = sorted(found, key=lambda e: (task_of(e), e))
-        tasks, source = {e: task_of(e) for e in order}, "the runs found (no experiments file)"
+        tasks = {e: on_disk[e] for e in sorted(on_disk, key=lambda e: (on_disk[e], e))}
+        source = "the runs found (no experiments file)"
         grid_seeds, report = sorted({s for per_seed in found.values() for s in per_seed}), None
-    declared = set(grid_file["tasks"]) if grid_file is not None else set()
+    declared = set(grid_file.tasks) if grid_file is not None else set()
     return Grid(tasks=tasks, seeds=list(seeds if seeds is not None else grid_seeds), source=source,
                 declared=declared, report=report or ReportSpec(first_of_each_task(tasks)))
 
@@ -155,12 +158,12 @@ def collect(results_dir: Path, grid_path: Path, grid_explicit: bool = False, see
     return collection
 
 
-def _current_key(experiment: str, grid: Grid, grid_file: dict | None, smoke: bool,
+def _current_key(experiment: str, grid: Grid, grid_file: GridSpec | None, smoke: bool,
                  data_dir: Path | None) -> contract.RunKey | None:
     """The run key a current result carries (seed 0; the seed is set per cell); None without a grid entry."""
     if grid_file is None or experiment not in grid.declared:
         return None
-    cfg = grid_file["grid"].resolve(experiment, smoke)
+    cfg = grid_file.resolve(experiment, smoke)
     data = contract.data_fingerprint(cfg, data_dir) if data_dir and Path(data_dir).is_dir() else None
     return contract.run_key(experiment, 0, smoke, cfg, data)
 
@@ -194,7 +197,6 @@ def _settle(collection: Collection, experiment: str, key: contract.RunKey | None
         return
     if not runs:
         return
-    collection.grid.tasks[experiment] = str(runs[0].metrics["task"])   # the run knows its task
     ref = collection.reference_hash[experiment] = newest_hash(runs)
     for run in runs:
         if run.metrics["config_hash"] != ref:

@@ -1,14 +1,13 @@
 """The report's sections; each writes its tables / plots and returns the blocks that show them."""
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
 
-from . import plots
-from .document import Image, Markdown, demote_headings, rebase_links, relative
+from . import plots, statsdoc
+from .document import Image, Markdown, demote_headings, relative
 from .numbers import COMPARED, comparison_frame, per_class_frame, summary_frame
 from .runs import Collection, Run
 from .tables import (comparison_markdown, config_markdown, hyperparameter_markdown, per_class_markdown,
@@ -16,7 +15,6 @@ from .tables import (comparison_markdown, config_markdown, hyperparameter_markdo
                      write_table)
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-IMAGE_LINE = re.compile(r"^\s*!\[([^\]]*)\]\(([^)\s:]+)\)\s*$")  # a line holding one relative image link
 METHOD_DOC = REPO_ROOT / "docs" / "method.md"
 UNITS = {"nli": "tokens", "ser": "audio-seconds"}  # what throughput.units_per_s counts
 TASK_TITLES = {"nli": "Persian NLI (ParsBERT on FarsTail)", "ser": "Speech emotion recognition (HuBERT on ShEMO)"}
@@ -104,35 +102,20 @@ def method_section(path: Path = METHOD_DOC) -> list:
 
 
 def stats_section(outputs: Outputs) -> list:
-    """Inline every results/stats/*.md and show every PNG there, each once."""
+    """Every results/stats/*_stats.json rendered (its figures inline), then any other PNG there."""
     folder = outputs.results / "stats"
-    documents = sorted(folder.glob("*.md")) if folder.is_dir() else []
-    images = sorted(folder.glob("*.png")) if folder.is_dir() else []
+    documents = sorted(folder.glob(f"*{statsdoc.SUFFIX}")) if folder.is_dir() else []
     blocks = [Markdown("## Data statistics")]
-    if not documents and not images:
+    if not documents:
         return blocks + [Markdown("No dataset statistics found under `stats/` (run `hw5 stats` to make them).")]
-    shown: set[Path] = set()
-    for document in documents:
-        blocks += split_images(document.read_text(encoding="utf-8"), folder, shown)
-    return blocks + [Image(p, f"dataset statistics: {p.stem}") for p in images if p.resolve() not in shown]
-
-
-def split_images(text: str, folder: Path, shown: set[Path]) -> list:
-    """A stats document as blocks: a line that is only a local PNG becomes a figure (so the notebook
-    embeds it); other links are rebased from stats/ to the report's folder."""
-    blocks, pending = [], []
-    for line in demote_headings(text, 2).splitlines():
-        match = IMAGE_LINE.match(line)
-        target = folder / match.group(2) if match else None
-        if target is not None and target.suffix == ".png" and target.is_file():
-            blocks.append(Markdown(rebase_links("\n".join(pending), "stats/")))
-            blocks.append(Image(target, match.group(1) or target.stem))
-            shown.add(target.resolve())
-            pending = []
-        else:
-            pending.append(line)
-    blocks.append(Markdown(rebase_links("\n".join(pending), "stats/")))
-    return [b for b in blocks if not isinstance(b, Markdown) or b.text.strip()]
+    for path in documents:
+        try:
+            blocks += statsdoc.report_blocks(statsdoc.read_stats(path), folder)
+        except ValueError as exc:
+            blocks.append(Markdown(f"> {exc}"))
+    shown = {b.path.resolve() for b in blocks if isinstance(b, Image)}
+    return blocks + [Image(p, f"dataset statistics: {p.stem}") for p in sorted(folder.glob("*.png"))
+                     if p.resolve() not in shown]
 
 
 def hyperparameter_section(collection: Collection) -> list:

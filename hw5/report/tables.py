@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from .files import write_text_atomic
+from hw5.io import write_text_atomic
 from .numbers import COMPARED, METRIC_BY_KEY, METRICS, mean_std, per_class_frame, resource_frame
 from .runs import Collection, Run
 
