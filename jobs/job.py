@@ -1,4 +1,4 @@
-"""The callable that every SLURM / local job runs: one experiment x seed, preemptible.
+"""The callable that every SLURM / local job runs: one experiment x seed, or a pack of them, preemptible.
 
 submitit pickles a `Job` by reference (module `jobs.job`), so the node must import this repository
 (installed venv, PYTHONPATH or the container image; see slurm/README.md).
@@ -14,14 +14,20 @@ elapsed-time rule, which calls every USR2 a time-out when the limit is 10 minute
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
 import sys
 import time
+import traceback
 from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Sequence
 
 import submitit
+
+from jobs.ledger import pack_book_path, read_pack_book
 
 
 @dataclass(frozen=True)
@@ -56,21 +62,57 @@ def _say(message: str) -> None:
     print(f"[job {stamp}] {message}", flush=True)
 
 
-class Job(submitit.helpers.Checkpointable):
-    """Run one RunSpec (its frozen config through `hw5.run.run_submitted`); checkpoint and requeue on USR2."""
+class PackFailed(RuntimeError):
+    """Some runs of a packed job failed (the others finished); each one's traceback is in the pack book."""
 
-    def __init__(self, spec: RunSpec) -> None:
-        self.spec = spec
+
+class Job(submitit.helpers.Checkpointable):
+    """Run a pack of RunSpecs (usually one) in this process, one after the other; checkpoint and requeue
+    on USR2. A pack shares what its runs load (hw5.reuse); a run that fails is written to the pack book
+    and the next run goes on; the job fails at the end, naming them."""
+
+    def __init__(self, specs: RunSpec | Sequence[RunSpec]) -> None:
+        self.specs = (specs,) if isinstance(specs, RunSpec) else tuple(specs)
 
     def __call__(self) -> dict:
+        import hw5.reuse
         import hw5.train   # imported on the node only: the launcher never loads torch
 
-        spec = self.spec
+        book = PackBook.of_this_job() if len(self.specs) > 1 else None
+        _say(f"{self!r} starting on {socket.gethostname()} (slurm job {os.environ.get('SLURM_JOB_ID', '-')}, "
+             f"restart {os.environ.get('SLURM_RESTART_COUNT', '0')})")
         hw5.train.STOP.clear()   # a DebugExecutor runs several jobs in one process
         submitit_handler = signal.getsignal(signal.SIGUSR2)
-        signal.signal(signal.SIGUSR2, _stop_training)
-        _say(f"{spec.name} starting on {socket.gethostname()} (slurm job "
-             f"{os.environ.get('SLURM_JOB_ID', '-')}, restart {os.environ.get('SLURM_RESTART_COUNT', '0')})")
+        signal.signal(signal.SIGUSR2, _stop_training)    # for the whole pack: a USR2 between runs counts
+        done, failed = [], []
+        try:
+            with hw5.reuse.session() if len(self.specs) > 1 else contextlib.nullcontext() as shared:
+                for spec in self.specs:
+                    if book and book.state(spec) == "failed":    # failed in an earlier attempt of this job
+                        failed.append(spec.name)
+                        continue
+                    metrics = self._one(spec, book, submitit_handler)
+                    if metrics is None:
+                        failed.append(spec.name)
+                    else:
+                        done.append({"experiment": spec.experiment, "seed": spec.seed,
+                                     "config_hash": metrics.get("config_hash")})
+        finally:
+            signal.signal(signal.SIGUSR2, submitit_handler)
+        if shared:
+            _say("shared within the pack: " + ", ".join(f"{k} {v}" for k, v in sorted(shared.items())))
+        if failed:
+            raise PackFailed(f"{len(failed)} of {len(self.specs)} packed runs failed ({', '.join(failed)}); "
+                             "python jobs/launch.py --status shows each one's traceback")
+        return done[0] if len(self.specs) == 1 else {"runs": done}
+
+    def _one(self, spec: RunSpec, book: "PackBook | None", submitit_handler) -> dict | None:
+        """One run: its metrics; None when it failed inside a pack (a lone run raises)."""
+        import hw5.train
+        if len(self.specs) > 1:
+            _say(f"{spec.name} starting")
+        if book:
+            book.mark(spec, "running")
         try:
             metrics = _run(spec)
         except hw5.train.Interrupted:
@@ -80,20 +122,58 @@ class Job(submitit.helpers.Checkpointable):
                 _judge_timeouts_by_time_left(submitit_handler, spec.signal_delay_s)
                 submitit_handler(signal.SIGUSR2, None)   # checkpoint() -> requeue -> sys.exit
             raise   # no submitit handler (e.g. plain python): the interruption is the result
-        finally:
-            signal.signal(signal.SIGUSR2, submitit_handler)
+        except Exception:
+            if len(self.specs) == 1:
+                raise
+            if book:
+                book.mark(spec, "failed", traceback.format_exc())
+            _say(f"{spec.name} FAILED (the pack goes on):\n{traceback.format_exc()}")
+            return None
+        if book:
+            book.mark(spec, "done")
         from hw5.contract import run_dir
         _say(f"{spec.name} finished: results in {run_dir(spec.results_dir, spec.experiment, spec.seed, spec.smoke)}")
-        return {"experiment": spec.experiment, "seed": spec.seed,
-                "config_hash": metrics.get("config_hash")}
+        return metrics
 
     def checkpoint(self, *args, **kwargs) -> submitit.helpers.DelayedSubmission:
-        # the training state lives in the on-disk checkpoint; the same spec resumes from it
-        _say(f"{self.spec.name} requeued: will resume from its checkpoint")
-        return submitit.helpers.DelayedSubmission(Job(self.spec))
+        # the training state lives in the on-disk checkpoints; the same pack resumes: finished runs are
+        # done already, the interrupted one resumes, the rest start
+        _say(f"{self!r} requeued: will resume from its checkpoint")
+        return submitit.helpers.DelayedSubmission(Job(self.specs))
 
     def __repr__(self) -> str:
-        return f"Job({self.spec.name}{' smoke' if self.spec.smoke else ''})"
+        smoke = " smoke" if self.specs[0].smoke else ""
+        if len(self.specs) == 1:
+            return f"Job({self.specs[0].name}{smoke})"
+        return f"Job(pack of {len(self.specs)}{smoke}: {', '.join(s.name for s in self.specs)})"
+
+
+class PackBook:
+    """<job folder>/<job id>_pack.json: each packed run's state (running, done, failed + traceback), so
+    --status can say which run of a running pack is training and why one failed."""
+
+    def __init__(self, path: Path):
+        self.path = path
+
+    @classmethod
+    def of_this_job(cls) -> "PackBook | None":
+        try:
+            env = submitit.JobEnvironment()
+            return cls(pack_book_path(env.paths.folder, env.job_id))
+        except (RuntimeError, KeyError):       # not inside a submitit job (DebugExecutor, plain python)
+            return None
+
+    def read(self) -> dict:
+        return read_pack_book(self.path)
+
+    def state(self, spec: RunSpec) -> str | None:
+        return (self.read().get(spec.name) or {}).get("state")
+
+    def mark(self, spec: RunSpec, state: str, error: str = "") -> None:
+        from hw5.io import now_iso, write_json_atomic
+        runs = self.read()
+        runs[spec.name] = {"state": state, "error": error, "at": now_iso()}
+        write_json_atomic(self.path, {"runs": runs})
 
 
 def _stop_training(signum, frame) -> None:

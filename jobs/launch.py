@@ -6,6 +6,7 @@
     python jobs/launch.py --status [--watch]               # each run's state, the scheduler's reasons
     python jobs/launch.py --retry-failed                   # resubmit failed and blocked runs (same profile)
     python jobs/launch.py --all --smoke --cluster local    # the demo: tiny runs here, waits, summary
+    python jobs/launch.py --all --profile mysite --pack 5  # five runs of a task per job: one queue wait
 
 A run is done when its metrics.json carries the current run key (config hash + data fingerprint);
 done and queued runs are skipped, stale ones (config or data changed) re-run only with --force.
@@ -34,7 +35,7 @@ from jobs import slurm_site  # noqa: E402
 from jobs.job import RunSpec  # noqa: E402
 from jobs.ledger import Ledger  # noqa: E402
 from jobs.profiles import Profile, ProfileError, load_profile, wants_gpu  # noqa: E402
-from jobs.runner import (SubmissionRefused, plan_arrays, run_in_process, run_locally,  # noqa: E402
+from jobs.runner import (SubmissionRefused, make_packs, plan_arrays, run_in_process, run_locally,  # noqa: E402
                          sbatch_request, submit_to_slurm, wait_for_runs)
 from jobs.status import TrackedRun, print_failures, print_table, refresh_states  # noqa: E402
 
@@ -67,6 +68,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                     help="download models and prepare data for the selected runs (login node), then exit")
     do.add_argument("--wait", action="store_true",
                     help="SLURM: wait until the jobs end, with a progress line; exit 1 unless all are done")
+    do.add_argument("--pack", type=int, metavar="N",
+                    help="up to N runs of one task per job, one after the other, sharing weights and data "
+                         "(default: the profile's runs_per_job, 1)")
     where = p.add_argument_group("where")
     where.add_argument("--cluster", choices=("auto", "slurm", "local", "debug"), default="auto",
                        help="auto: SLURM when a controller answers; local processes only when no SLURM profile "
@@ -189,6 +193,7 @@ def submit(runs: list[TrackedRun], args: argparse.Namespace, ledger: Ledger, pro
         print("nothing to submit")
         return 0
     specs = job_specs(todo, profile, cluster)
+    runs_per_job = args.pack or profile.runs_per_job
     keys = {run.id: run.key for run in todo}
     shared = [REPO_ROOT, Path(args.results).resolve(), Path(args.checkpoints).resolve(),
               Path(args.data_dir).expanduser().resolve()]
@@ -196,8 +201,9 @@ def submit(runs: list[TrackedRun], args: argparse.Namespace, ledger: Ledger, pro
         if args.dry_run:
             print("dry run: nothing submitted")
             return 0
-        return (run_locally if cluster == "local" else run_in_process)(specs, keys, profile, ledger, shared)
-    arrays = plan_arrays(specs, profile, ledger, shared)
+        return (run_locally if cluster == "local" else run_in_process)(make_packs(specs, runs_per_job), keys,
+                                                                       profile, ledger, shared)
+    arrays = plan_arrays(specs, profile, ledger, shared, runs_per_job)
     code = show_and_check(arrays, profile, args)
     if code or args.dry_run:
         print("dry run: nothing submitted" if args.dry_run else "nothing submitted (fix the profile, or --no-preflight)")
@@ -257,6 +263,8 @@ def show_status(runs: list[TrackedRun], ledger: Ledger, args: argparse.Namespace
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     args.status = args.status or args.watch
+    if args.pack is not None and args.pack < 1:
+        fail(f"--pack {args.pack}: give the runs per job, 1 or more (1: one job per run)")
     if not (args.all or args.only or args.status or args.retry_failed or args.prefetch):
         fail("say which runs: --all, or --only GLOB (see --help)")
     try:

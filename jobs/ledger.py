@@ -45,6 +45,7 @@ class Record:
     profile: str = ""    # the profile's name ...
     profile_path: str = ""  # ... and file: --status and --retry-failed reuse it
     data: str | None = None  # the data fingerprint at submission
+    pack: int = 1            # runs in its job (jobs/job.py runs them one after the other)
 
     @property
     def key(self) -> tuple:
@@ -61,6 +62,27 @@ class Record:
     @property
     def result_pickle(self) -> Path:
         return Path(self.folder) / f"{self.job_id}_0_result.pkl"
+
+    @property
+    def name(self) -> str:
+        return f"{self.experiment}/seed-{self.seed}"
+
+    def packed_state(self) -> dict:
+        """This run's line in its pack's book ({} for a lone run, or before the pack reached it)."""
+        return read_pack_book(pack_book_path(self.folder, self.job_id)).get(self.name, {}) if self.pack > 1 else {}
+
+
+def pack_book_path(folder: str | os.PathLike, job_id: str) -> Path:
+    return Path(folder) / f"{job_id}_pack.json"
+
+
+def read_pack_book(path: Path) -> dict:
+    """{run name: {"state", "error", "at"}}; empty when absent or unreadable (a job killed mid-write)."""
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return data.get("runs", {}) if isinstance(data, dict) else {}
 
 
 class Ledger:
@@ -225,6 +247,11 @@ def job_state(record: Record, scheduler: tuple[str, str, str] | None) -> tuple[s
     the traceback of a failed run, or what became of a job that never ran.
     """
     state, reason, partition = scheduler or (None, "", "")
+    packed = record.packed_state()
+    if packed.get("state") == "failed":          # its pack goes on (or went on) without it
+        return "failed", packed.get("error") or f"failed in pack job {record.job_id}; log: {record.stderr}"
+    if state in LIVE and LIVE[state] == "running" and record.pack > 1 and packed.get("state") != "running":
+        return "pending", f"packed in job {record.job_id} (running): starts when the runs before it end"
     if state in LIVE:
         if LIVE[state] == "pending":
             return classify(reason if state == "PENDING" else state, partition, record.profile_path)

@@ -30,6 +30,7 @@ DEFAULTS: dict[str, Any] = {
     "container": {"kind": "none", "image": None, "mounts": [], "workdir": None, "python": None,
                   "extra_args": []},
     "python": None,
+    "runs_per_job": 1,
     "env": {},
     "local": {"max_parallel": 2, "timeout_min": 120},
 }
@@ -41,7 +42,7 @@ TYPES: dict[str, Any] = {
     "reservation": str, "exclusive": bool, "mail_type": str, "mail_user": str, "job_name_prefix": str,
     "setup": list, "additional_parameters": dict,
     "kind": str, "image": str, "mounts": list, "workdir": str, "extra_args": list,
-    "python": str, "env": dict, "max_parallel": int,
+    "python": str, "env": dict, "max_parallel": int, "runs_per_job": int,
 }
 CONTAINER_KINDS = ("none", "pyxis", "apptainer")
 GPU_FLAGS = ("gpus-per-node", "gres", "gpus")   # how the GPU request is spelled to sbatch
@@ -58,6 +59,7 @@ class Profile:
     slurm: dict
     container: dict
     python: str | None
+    runs_per_job: int
     env: dict
     local: dict
 
@@ -92,6 +94,8 @@ def load_profile(name_or_path: str) -> Profile:
     _check_slurm(path, merged["slurm"])
     if merged["local"]["max_parallel"] < 1:
         raise ProfileError(f"{path}: local.max_parallel must be >= 1")
+    if merged["runs_per_job"] < 1:
+        raise ProfileError(f"{path}: runs_per_job must be >= 1 (1: one job per run; e.g. 5: five runs share a job)")
     return Profile(name=path.stem, path=path.resolve(), **merged)
 
 

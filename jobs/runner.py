@@ -15,9 +15,9 @@ HEARTBEAT_S = 60.0      # a "still running" line at least this often
 WAIT_POLL_S = 10.0      # --wait on SLURM: squeue/sacct at most this often
 
 
-def _record(spec: RunSpec, job, key, cluster: str, profile: Profile) -> Record:
+def _record(spec: RunSpec, job, key, cluster: str, profile: Profile, pack: int = 1) -> Record:
     return Record(spec.experiment, spec.seed, spec.smoke, key.config_hash, str(job.job_id), cluster,
-                  str(job.paths.folder), now_iso(), profile.name, str(profile.path), key.data)
+                  str(job.paths.folder), now_iso(), profile.name, str(profile.path), key.data, pack)
 
 
 class SubmissionRefused(Exception):
@@ -26,24 +26,51 @@ class SubmissionRefused(Exception):
 
 @dataclass
 class Array:
-    """One sbatch submission: the runs of one experiment, as a job array (or one job)."""
+    """One sbatch submission: a job array (or one job) whose tasks are packs of runs (one run each
+    unless runs_per_job > 1)."""
     name: str
-    specs: list[RunSpec]
+    packs: list[list[RunSpec]]
     parallelism: int = 1   # its tasks running at once: its share of the profile's array_parallelism
     script: str = ""       # the exact sbatch file submitit will submit
 
+    @property
+    def specs(self) -> list[RunSpec]:
+        return [spec for pack in self.packs for spec in pack]
 
-def plan_arrays(specs: list[RunSpec], profile: Profile, ledger: Ledger, shared: list[Path]) -> list[Array]:
-    """Group the runs by experiment (one array each) and render each array's sbatch script."""
-    executor = make_executor(profile, "slurm", ledger.submitit_folder, shared)
-    groups: dict[str, list[RunSpec]] = {}
+
+def make_packs(specs: list[RunSpec], runs_per_job: int) -> list[list[RunSpec]]:
+    """Jobs of at most runs_per_job runs, each of one task (its runs share weights and data), in grid
+    order, as even in size as the count allows (25 runs, 10 per job: 9 + 8 + 8, not 10 + 10 + 5)."""
+    if runs_per_job <= 1:
+        return [[spec] for spec in specs]
+    by_task: dict[str, list[RunSpec]] = {}
     for spec in specs:
-        groups.setdefault(spec.experiment, []).append(spec)
+        by_task.setdefault(str((spec.config or {}).get("task", spec.experiment)), []).append(spec)
+    packs = []
+    for group in by_task.values():
+        count = -(-len(group) // runs_per_job)
+        size, extra = divmod(len(group), count)
+        start = 0
+        for i in range(count):
+            end = start + size + (i < extra)
+            packs.append(group[start:end])
+            start = end
+    return packs
+
+
+def plan_arrays(specs: list[RunSpec], profile: Profile, ledger: Ledger, shared: list[Path],
+                runs_per_job: int = 1) -> list[Array]:
+    """One array per experiment (per task when runs are packed), each with its sbatch script rendered."""
+    executor = make_executor(profile, "slurm", ledger.submitit_folder, shared)
+    groups: dict[str, list[list[RunSpec]]] = {}
+    for pack in make_packs(specs, runs_per_job):
+        group = pack[0].experiment if runs_per_job <= 1 else f"{(pack[0].config or {}).get('task', 'runs')}-packed"
+        groups.setdefault(group, []).append(pack)
     arrays = []
     shares = parallelism_shares(profile.slurm["array_parallelism"], [len(g) for g in groups.values()])
-    for (experiment, group), share in zip(groups.items(), shares):
-        name = job_name(profile, experiment, [s.seed for s in group])
-        arrays.append(Array(name, group, share, sbatch_script(executor, name, len(group), share)))
+    for (group, packs), share in zip(groups.items(), shares):
+        name = job_name(profile, group, [s.seed for pack in packs for s in pack])
+        arrays.append(Array(name, packs, share, sbatch_script(executor, name, len(packs), share)))
     return arrays
 
 
@@ -83,20 +110,22 @@ def submit_to_slurm(arrays: list[Array], keys: dict, profile: Profile, ledger: L
         before = _loose_files(ledger)
         try:
             with executor.batch():
-                jobs = [executor.submit(Job(spec)) for spec in array.specs]
+                jobs = [executor.submit(Job(pack)) for pack in array.packs]
         except Exception as exc:   # sbatch's own message (bad partition, account, ...) is the useful part
             _remove_new_files(ledger, before)   # a refused submission leaves no pickles behind
             from jobs.slurm_site import refusal_hint
             text = " ".join(str(exc).split())
             raise SubmissionRefused(f"sbatch refused {array.name} ({profile.path}): {text}"
                                     + refusal_hint(text, profile.path)) from None
-        ledger.add([_record(spec, job, keys[spec.key], "slurm", profile) for spec, job in zip(array.specs, jobs)])
+        ledger.add([_record(spec, job, keys[spec.key], "slurm", profile, len(pack))
+                    for pack, job in zip(array.packs, jobs) for spec in pack])
         first = str(jobs[0].job_id).split("_")[0]
-        print(f"submitted {array.name}: {len(jobs)} run(s) as SLURM job {first}"
+        runs = f"{len(array.specs)} run(s)" + (f" in {len(jobs)} packed job(s)" if len(jobs) < len(array.specs) else "")
+        print(f"submitted {array.name}: {runs} as SLURM job {first}"
               + (f" ({jobs[0].job_id} .. {jobs[-1].job_id}), at most {array.parallelism} at once"
                  if len(jobs) > 1 else ""))
-        for spec, job in zip(array.specs, jobs):
-            print(f"  {job.job_id:<12} {spec.name}")
+        for pack, job in zip(array.packs, jobs):
+            print(f"  {job.job_id:<12} {', '.join(spec.name for spec in pack)}")
     smoke = "smoke/" if arrays and arrays[0].specs[0].smoke else ""
     print(f"logs: {ledger.root / 'logs'}/{smoke}<experiment>/seed-<n>/   state: python jobs/launch.py --status")
 
@@ -130,59 +159,68 @@ class _LogFollower:
                 print(f"  [{self.name}] {line}", flush=True)
 
 
-def run_locally(specs: list[RunSpec], keys: dict, profile: Profile, ledger: Ledger,
+def pack_label(pack: list[RunSpec]) -> str:
+    return pack[0].name if len(pack) == 1 else f"pack of {len(pack)} ({pack[0].name} .. {pack[-1].name})"
+
+
+def run_locally(packs: list[list[RunSpec]], keys: dict, profile: Profile, ledger: Ledger,
                 shared: list[Path]) -> int:
-    """Local processes, at most profile.local.max_parallel at once; waits and summarises."""
+    """Local processes (one per pack), at most profile.local.max_parallel at once; waits and summarises."""
     executor = make_executor(profile, "local", ledger.submitit_folder, shared)
-    limit, queue, running, failed = profile.local["max_parallel"], list(specs), {}, []
+    limit, queue, running, failed = profile.local["max_parallel"], list(packs), {}, []
     started, beat = time.time(), time.time()
-    print(f"running {len(specs)} run(s) locally, {limit} at once", flush=True)
+    total = sum(len(pack) for pack in packs)
+    print(f"running {total} run(s) locally" + (f" in {len(packs)} packed jobs" if len(packs) < total else "")
+          + f", {limit} at once", flush=True)
     while queue or running:
         while queue and len(running) < limit:
-            spec = queue.pop(0)
-            job = executor.submit(Job(spec))
-            record = _record(spec, job, keys[spec.key], "local", profile)
-            ledger.add([record])
-            running[spec] = (job, record, _LogFollower(spec.name, record.stdout), time.time())
-            print(f"started {spec.name} (local job {job.job_id}; log {record.stdout})", flush=True)
+            pack = queue.pop(0)
+            job = executor.submit(Job(pack))
+            records = [_record(spec, job, keys[spec.key], "local", profile, len(pack)) for spec in pack]
+            ledger.add(records)
+            running[job.job_id] = (job, records, _LogFollower(pack_label(pack), records[0].stdout), time.time())
+            print(f"started {pack_label(pack)} (local job {job.job_id}; log {records[0].stdout})", flush=True)
         time.sleep(POLL_S)
-        for spec, (job, record, follower, t0) in list(running.items()):
+        for job_id, (job, records, follower, t0) in list(running.items()):
             follower.poll()
             if job.done():
-                del running[spec]
-                if not _report_local(spec, record, time.time() - t0):
-                    failed.append(spec)
+                del running[job_id]
+                failed += [r.name for r in records if not _report_local(r, time.time() - t0)]
         if running and time.time() - beat > HEARTBEAT_S:
             beat = time.time()
-            print(f"still running: {', '.join(s.name for s in running)} ({time.time() - started:.0f} s)")
-    print(f"local runs finished in {time.time() - started:.0f} s: {len(specs) - len(failed)} ok, "
-          f"{len(failed)} failed" + (f" ({', '.join(s.name for s in failed)})" if failed else ""))
+            print(f"still running: {', '.join(f.name for _, _, f, _ in running.values())} "
+                  f"({time.time() - started:.0f} s)")
+    print(f"local runs finished in {time.time() - started:.0f} s: {total - len(failed)} ok, "
+          f"{len(failed)} failed" + (f" ({', '.join(failed)})" if failed else ""))
     return 1 if failed else 0
 
 
-def _report_local(spec: RunSpec, record: Record, seconds: float) -> bool:
+def _report_local(record: Record, seconds: float) -> bool:
+    """Say how one run of a finished local job ended; True when it succeeded."""
+    packed = record.packed_state()
     outcome = ledger_mod.job_result(record)
-    if outcome and outcome[0] == "success":
-        print(f"finished {spec.name} in {seconds:.0f} s", flush=True)
+    if packed.get("state") == "done" or (not packed and outcome and outcome[0] == "success"):
+        print(f"finished {record.name} in {seconds:.0f} s", flush=True)
         return True
-    detail = outcome[1] if outcome else f"the job process ended without a result; see {record.stderr}"
-    print(f"FAILED {spec.name} after {seconds:.0f} s (log {record.stderr}):", flush=True)
+    detail = (packed.get("error") if packed.get("state") == "failed" else None) or (
+        outcome[1] if outcome else f"the job process ended without a result; see {record.stderr}")
+    print(f"FAILED {record.name} after {seconds:.0f} s (log {record.stderr}):", flush=True)
     print("\n".join("    " + line for line in detail.rstrip().splitlines()[-20:]), flush=True)
     return False
 
 
-def run_in_process(specs: list[RunSpec], keys: dict, profile: Profile, ledger: Ledger,
+def run_in_process(packs: list[list[RunSpec]], keys: dict, profile: Profile, ledger: Ledger,
                    shared: list[Path]) -> int:
-    """submitit's DebugExecutor: every run in this process, one after the other (pdb on errors)."""
+    """submitit's DebugExecutor: every pack in this process, one after the other (pdb on errors)."""
     executor = make_executor(profile, "debug", ledger.submitit_folder, shared)
     failed = 0
-    for spec in specs:
-        print(f"running {spec.name} in this process", flush=True)
+    for pack in packs:
+        print(f"running {pack_label(pack)} in this process", flush=True)
         try:
-            executor.submit(Job(spec)).result()
-        except Exception as exc:   # reported and counted; the next run still goes
+            executor.submit(Job(pack)).result()
+        except Exception as exc:   # reported and counted; the next pack still goes
             failed += 1
-            print(f"FAILED {spec.name}: {type(exc).__name__}: {exc}", flush=True)
+            print(f"FAILED {pack_label(pack)}: {type(exc).__name__}: {exc}", flush=True)
     return 1 if failed else 0
 
 

@@ -168,3 +168,17 @@ def cmdline(pid: int) -> str:
         return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
     except OSError:
         return ""
+
+
+# Fields that measure the machine (time, memory, cache hits) or name the code version, not the result.
+MEASURED = {"provenance", "throughput", "peak_memory_mb", "feature_cache", "seconds", "units_per_s"}
+
+
+def result_part(m: dict) -> dict:
+    """metrics.json without what measures the machine: two runs of the same key must agree on it bit
+    for bit on CPU (the curve, scores, confusion matrices, predictions' summaries, parameters)."""
+    def strip(value):
+        if isinstance(value, dict):
+            return {k: strip(v) for k, v in value.items() if k not in MEASURED}
+        return [strip(v) for v in value] if isinstance(value, list) else value
+    return strip(m)

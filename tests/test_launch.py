@@ -14,9 +14,9 @@ import pytest
 import yaml
 import submitit.core.utils as submitit_utils
 
-from launch_support import (BROKEN, REPO, cmdline, comparable, descendants, farstail_dir, job_log, latest_record,
-                            launch, launcher_env, metrics, records, scratch_dir, start_launch, wait_until,
-                            write_grid)
+from launch_support import (BROKEN, REPO, cmdline, comparable, descendants, farstail_dir, job_log, latest_record,  # noqa: E501
+                            launch, launcher_env, metrics, records, result_part, scratch_dir, start_launch,
+                            status_rows, wait_until, write_grid)
 
 sys.path.insert(0, str(REPO))
 from jobs import ledger as ledger_mod  # noqa: E402
@@ -25,7 +25,8 @@ from jobs.launch import parse_seeds, select_experiments  # noqa: E402
 from jobs.ledger import Ledger, Record  # noqa: E402
 from jobs.profiles import (ProfileError, available_profiles, executor_settings, job_name, load_profile,  # noqa: E402
                            setup_lines)
-from jobs.runner import parallelism_shares, progress_line  # noqa: E402
+from jobs.job import Job, RunSpec  # noqa: E402
+from jobs.runner import make_packs, parallelism_shares, plan_arrays, progress_line, sbatch_request  # noqa: E402
 
 RUN_TIMEOUT_S = 400     # smoke runs on a busy 2-core machine, with margin
 
@@ -85,6 +86,8 @@ def test_local_profile_uses_this_interpreter_and_exports_the_repo():
     ("slurm:\n  gpu_type: a100\n", "slurm.gpu_type 'a100' needs slurm.gpus_per_node >= 1"),
     ("slurm:\n  exclusive: 1\n", "slurm.exclusive must be bool, got 1"),
     ("slurm:\n  job_name_prefix: ''\n", "slurm.job_name_prefix must not be empty"),
+    ("runs_per_job: 0\n", "runs_per_job must be >= 1"),
+    ("runs_per_job: two\n", "runs_per_job must be int, got 'two'"),
 ])
 def test_profile_mistakes_are_one_clear_error_naming_the_file(tmp_path, text, message):
     path = tmp_path / "mine.yaml"
@@ -156,6 +159,7 @@ def test_only_globs_select_in_grid_order_and_a_miss_is_an_error(tmp_path, capsys
     (["--all", "--seeds", "zero"], "--seeds 'zero': expected integers"),
     (["--all", "--profile", "nosuch"], "no such cluster profile"),
     (["--all", "--experiments", "/nonexistent/grid.yaml"], "experiments file not found"),
+    (["--all", "--pack", "0"], "--pack 0: give the runs per job, 1 or more"),
 ])
 def test_bad_command_lines_give_one_error_line_and_exit_2(args, message):
     out = launch(args + ["--dry-run", "--cluster", "local"], dict(os.environ))
@@ -233,6 +237,45 @@ def test_slurm_times_gres_and_array_ids_parse():
     assert slurm_site.parse_gres("gpu:2") == {"": 2} and slurm_site.parse_gres("(null)") == {}
     assert ledger_mod._expand("12_[1-3,5%2]") == ["12_1", "12_2", "12_3", "12_5"]
     assert ledger_mod._expand("12_4") == ["12_4"]
+
+
+def _specs(task: str, experiments: list[str], seeds: range) -> list[RunSpec]:
+    return [RunSpec(e, s, config={"task": task}) for e in experiments for s in seeds]
+
+
+def test_packs_keep_one_task_each_in_grid_order_and_even_sizes():
+    nli = _specs("nli", ["nli-full", "nli-freeze9", "nli-keep9", "nli-freezeall", "nli-prune50"], range(5))
+    ser = _specs("ser", ["ser-mean", "ser-fixedpad"], range(5))
+    packs = make_packs(nli + ser, 10)
+    assert [len(p) for p in packs] == [9, 8, 8, 10]                  # 25 runs: 9 + 8 + 8, not 10 + 10 + 5
+    assert [s for p in packs[:3] for s in p] == nli and packs[3] == ser
+    assert all(len({s.config["task"] for s in p}) == 1 for p in packs)
+    assert make_packs(nli, 1) == [[s] for s in nli] and make_packs(ser, 100) == [ser]
+
+
+def test_packed_arrays_ask_sbatch_for_one_task_per_pack(tmp_path):
+    specs = _specs("nli", ["nli-full", "nli-freeze9"], range(3)) + _specs("ser", ["ser-mean"], range(3))
+    arrays = plan_arrays(specs, load_profile("local"), Ledger(tmp_path), [tmp_path], runs_per_job=4)
+    assert [(a.name, [len(p) for p in a.packs]) for a in arrays] == [("hw5-nli-packed-s0-2", [3, 3]),
+                                                                    ("hw5-ser-packed-s0-2", [3])]
+    assert "--array=0-1%1" in sbatch_request(arrays[0].script) and arrays[0].specs == specs[:6]
+    assert all("--array" not in flag for flag in sbatch_request(arrays[1].script))        # one job
+    assert repr(Job(arrays[1].packs[0])) == "Job(pack of 3: ser-mean/seed-0, ser-mean/seed-1, ser-mean/seed-2)"
+
+
+def test_a_packed_run_has_its_own_state_from_the_pack_book(tmp_path):
+    record = _record(tmp_path)
+    record.pack = 3
+    Path(record.folder).mkdir()
+    assert ledger_mod.job_state(record, ("RUNNING", "None", "debug"))[0] == "pending"     # not reached yet
+    book = ledger_mod.pack_book_path(record.folder, record.job_id)
+    book.write_text('{"runs": {"nli-full/seed-0": {"state": "running"}}}')
+    assert ledger_mod.job_state(record, ("RUNNING", "None", "debug")) == ("running", "RUNNING")
+    book.write_text('{"runs": {"nli-full/seed-0": {"state": "failed", "error": "Traceback ...\\nDataError: x"}}}')
+    assert ledger_mod.job_state(record, ("RUNNING", "None", "debug")) == ("failed", "Traceback ...\nDataError: x")
+    book.write_text("{half")                                       # a job killed mid-write: the job decides
+    submitit_utils.cloudpickle_dump(("error", "Traceback ...\nPackFailed: 1 of 3"), record.result_pickle)
+    assert ledger_mod.job_state(record, ("FAILED", "", "")) == ("failed", "Traceback ...\nPackFailed: 1 of 3")
 
 
 def test_array_parallelism_is_shared_out_over_the_arrays():
@@ -361,3 +404,64 @@ def test_usr2_checkpoints_requeues_and_resumes_to_the_same_metrics(local):
     text = job_log(record)
     assert "checkpoint saved after USR2" in text and "resumed from" in text, text
     assert comparable(metrics(results, "nli-full", 0)) == pytest.approx(comparable(reference), rel=1e-6, abs=1e-9)
+
+
+# ---------------------------------------------------------------- packed jobs
+
+@pytest.fixture(scope="module")
+def packed(local):
+    """A grid whose SER smoke runs are small too; FarsTail, the tiny models and the cache as above."""
+    grid = yaml.safe_load(local["grid"].read_text())
+    grid["smoke"]["ser"].update(synthetic_clips=120, epochs=2)
+    path = local["root"] / "packed.yaml"
+    path.write_text(yaml.safe_dump(grid, sort_keys=False))
+    base = ["--smoke", "--experiments", str(path), "--cluster", "local", "--seeds", "0"]
+    return {**local, "base": base}
+
+
+def _packed_args(packed, name: str, *extra):
+    root = packed["root"]
+    return [*packed["base"], "--results", str(root / name), "--checkpoints", str(root / f"ckpt-{name}"), *extra]
+
+
+@pytest.mark.slow
+def test_packed_runs_match_separate_processes_bit_for_bit_and_a_failure_stays_its_own(packed):
+    runs = ["nli-full", "nli-freeze9", "ser-mean", "ser-fixedpad"]
+    alone = launch(_packed_args(packed, "alone", "--only", ",".join(runs)), packed["env"], timeout=RUN_TIMEOUT_S)
+    assert alone.returncode == 0 and "4 ok, 0 failed" in alone.stdout, alone.stdout
+    together = launch(_packed_args(packed, "packed", "--only", ",".join(runs + [BROKEN]), "--pack", "3"),
+                      packed["env"], timeout=RUN_TIMEOUT_S)
+    assert together.returncode == 1 and "5 run(s) locally in 2 packed jobs" in together.stdout, together.stdout
+    assert "4 ok, 1 failed (nli-broken/seed-0)" in together.stdout, together.stdout
+    # the second run of each pack got its weights, data and (SER) CNN features from the pack's first run
+    assert "pretrained hit" in together.stdout and "cnn-features hit" in together.stdout, together.stdout
+    for name in runs:
+        first, second = metrics(packed["root"] / "alone", name, 0), metrics(packed["root"] / "packed", name, 0)
+        assert result_part(second) == result_part(first), name
+    status = status_rows(launch(_packed_args(packed, "packed", "--status", "--only", ",".join(runs + [BROKEN])),
+                                packed["env"]).stdout)
+    assert {k: v[0] for k, v in status.items()} == {**{(r, 0): "done" for r in runs}, (BROKEN, 0): "failed"}
+    assert "ConfigError: keep_layers is 50" in status[(BROKEN, 0)][1]      # its own traceback, from the pack book
+
+
+@pytest.mark.slow
+def test_a_requeued_pack_skips_its_finished_runs_and_resumes_the_interrupted_one(packed):
+    reference = metrics(packed["root"] / "alone", "nli-freeze9", 0)
+    assert reference, "needs the test above"
+    results = packed["root"] / "requeued"
+    log = packed["root"] / "requeued.log"
+    proc = start_launch(_packed_args(packed, "requeued", "--only", "nli-full,nli-freeze9", "--pack", "2"),
+                        packed["env"], log)
+    try:
+        record = wait_until(lambda: latest_record(results, "nli-freeze9", 0), 120, "the packed job to start")
+        wait_until(lambda: job_log(record).count("trainable parameters") == 2, RUN_TIMEOUT_S,
+                   "the pack's second run to train")
+        task = [p for p in descendants(int(record["job_id"])) if "submitit.core._submit" in cmdline(p)]
+        os.kill(task[0], signal.SIGUSR2)
+        assert proc.wait(timeout=RUN_TIMEOUT_S) == 0, log.read_text()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    text = job_log(record)
+    assert "nli-full seed 0: done already" in text and "resumed from" in text, text
+    assert comparable(metrics(results, "nli-freeze9", 0)) == pytest.approx(comparable(reference), rel=1e-6, abs=1e-9)

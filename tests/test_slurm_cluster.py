@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 
 from launch_support import (BROKEN, comparable, farstail_dir, job_log, latest_record, launch, launcher_env,
-                            metrics, records, scratch_dir, slurm_problem, start_launch, status_rows, wait_until,
-                            write_grid)
+                            metrics, records, result_part, scratch_dir, slurm_problem, start_launch, status_rows,
+                            wait_until, write_grid)
 
 pytestmark = pytest.mark.slurm
 DEFAULT_CONF = Path(os.environ.get("SLURM_PREFIX", "/tmp/hw5-slurm")) / "etc" / "slurm.conf"
@@ -169,3 +169,28 @@ def test_preempted_job_requeues_and_matches_an_uninterrupted_run(cluster):
     assert resumed, log
     assert resumed["config_hash"] == reference["config_hash"]
     assert comparable(resumed) == pytest.approx(comparable(reference), rel=1e-6, abs=1e-9)
+
+
+def test_a_packed_array_reports_each_run_and_matches_separate_jobs(cluster):
+    separate = {seed: metrics(cluster["results"], "nli-full", seed) for seed in (0, 1)}
+    assert all(separate.values()), "needs nli-full seeds 0, 1 from test_launch_submits_an_array_once"
+    results = cluster["root"] / "results-packed"
+    only = ["--only", f"nli-full,{BROKEN}", "--seeds", "0,1"]
+    out = launch(_args(cluster, *only, "--pack", "4", results=results), cluster["env"])
+    assert out.returncode == 0 and "4 run(s) in 1 packed job(s) as SLURM job" in out.stdout, out.stdout
+    job = records(results)[0]["job_id"]
+    assert {r["job_id"] for r in records(results)} == {job} and {r["pack"] for r in records(results)} == {4}
+
+    def one_training_the_rest_waiting():
+        rows = status_rows(launch(_args(cluster, "--status", *only, results=results), cluster["env"]).stdout)
+        states = sorted(state for state, _ in rows.values())
+        return rows if states.count("running") == 1 and "pending" in states else None
+    rows = wait_until(one_training_the_rest_waiting, RUN_TIMEOUT_S, "one packed run training, the rest waiting")
+    assert any(f"packed in job {job} (running)" in detail for state, detail in rows.values() if state == "pending")
+    _wait_jobs_gone([job])
+    final = status_rows(launch(_args(cluster, "--status", *only, results=results), cluster["env"]).stdout)
+    assert {k: v[0] for k, v in final.items()} == {("nli-full", 0): "done", ("nli-full", 1): "done",
+                                                   (BROKEN, 0): "failed", (BROKEN, 1): "failed"}, final
+    assert "keep_layers is 50, but the model" in final[(BROKEN, 1)][1]
+    for seed in (0, 1):
+        assert result_part(metrics(results, "nli-full", seed)) == result_part(separate[seed])

@@ -18,6 +18,7 @@ from pathlib import Path
 
 from hw5.io import atomic_path, sha256_file
 from hw5.errors import DataError
+from hw5.reuse import reused
 
 SPLITS = {"train": "Train-word.csv", "val": "Val-word.csv", "test": "Test-word.csv"}
 LABELS = {"c": "contradiction", "e": "entailment", "n": "neutral"}
@@ -174,11 +175,14 @@ def _parse_row(row: list[str], width: int, errors: list[str], where: str) -> NLI
 
 
 def load_farstail(data_dir: Path, normalize: bool = True) -> dict[str, list[NLIPair]]:
-    """All three splits, downloading them first if needed."""
-    ensure_farstail(data_dir)
-    splits = {split: read_split(data_dir, split, normalize) for split in SPLITS}
-    check_release(data_dir, splits)
-    return splits
+    """All three splits, downloading them first if needed (read once per packed job: hw5.reuse)."""
+    def load() -> dict[str, tuple[NLIPair, ...]]:
+        ensure_farstail(data_dir)
+        splits = {split: read_split(data_dir, split, normalize) for split in SPLITS}
+        check_release(data_dir, splits)
+        return {split: tuple(pairs) for split, pairs in splits.items()}
+    shared = reused("farstail", (str(Path(data_dir).resolve()), normalize), load)
+    return {split: list(pairs) for split, pairs in shared.items()}
 
 
 def check_release(data_dir: Path, splits: dict[str, list[NLIPair]]) -> None:

@@ -5,12 +5,14 @@ the hub fails at once (a TCP probe) instead of after the hub client's retries.
 """
 from __future__ import annotations
 
+import json
 import os
 import socket
 from pathlib import Path
 from urllib.parse import urlparse
 
 from hw5.errors import DataError
+from hw5.reuse import reused
 
 PROBE_TIMEOUT_S = 3.0
 
@@ -24,8 +26,19 @@ def hub_kwargs(cfg) -> dict:
 
 
 def from_pretrained(loader, path: str, cfg, **kwargs):
-    """loader.from_pretrained(path) from a local directory, the cache, or the hub, in that order."""
+    """loader.from_pretrained(path) from a local directory, the cache, or the hub, in that order
+    (once per packed job: hw5.reuse; each run gets its own copy)."""
+    import torch
     options = {**hub_kwargs(cfg), **kwargs}
+    key = (f"{loader.__module__}.{loader.__qualname__}", str(path), json.dumps(options, sort_keys=True, default=str))
+    # Loading draws nothing from the run's random stream (HuBERT's constructor draws before its weights
+    # are overwritten): a run's head and batches see the same draws whether its weights come from disk
+    # or from a pack's copy.
+    with torch.random.fork_rng(devices=[]):
+        return reused("pretrained", key, lambda: _find(loader, path, cfg, options), private=True)
+
+
+def _find(loader, path: str, cfg, options: dict):
     if Path(path).expanduser().is_dir() or options.get("local_files_only"):
         return _load(loader, path, options)
     try:

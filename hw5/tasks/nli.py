@@ -14,6 +14,7 @@ from hw5.io import cache_dir
 from hw5.metrics import subset_accuracy
 from hw5.models.nli import build_nli_model, load_tokenizer
 from hw5.models.tiny import tiny_bert
+from hw5.reuse import reused
 from hw5.train import Batch
 
 
@@ -34,6 +35,14 @@ def model_path(cfg: NLIConfig, splits: dict[str, list[NLIPair]]) -> str:
     return str(tiny_bert(cache_dir() / "models", lambda: texts))
 
 
+def tokenize(tokenizer, pairs: list[NLIPair], max_length: int) -> dict:
+    """input_ids / token_type_ids of each pair, truncated to max_length (once per packed job: hw5.reuse)."""
+    premises, hypotheses = [p.premise for p in pairs], [p.hypothesis for p in pairs]
+    key = (tokenizer.name_or_path, len(tokenizer), max_length, tuple(premises), tuple(hypotheses))
+    return reused("tokenized", key, lambda: dict(tokenizer(premises, hypotheses, truncation=True,
+                                                           max_length=max_length)))
+
+
 class NLIData:
     """Tokenized splits; implements the TaskData protocol of hw5.train."""
     classes = CLASSES
@@ -42,9 +51,7 @@ class NLIData:
     def __init__(self, splits: dict[str, list[NLIPair]], tokenizer, cfg: NLIConfig, seed: int):
         self.cfg, self.seed, self.pad_id = cfg, seed, tokenizer.pad_token_id
         self.pairs = splits
-        self.encoded = {name: tokenizer([p.premise for p in pairs], [p.hypothesis for p in pairs],
-                                        truncation=True, max_length=cfg.max_length)
-                        for name, pairs in splits.items()}
+        self.encoded = {name: tokenize(tokenizer, pairs, cfg.max_length) for name, pairs in splits.items()}
         self.lengths = {name: [len(ids) for ids in enc["input_ids"]] for name, enc in self.encoded.items()}
         self.labels = {name: torch.tensor([p.label for p in pairs]) for name, pairs in splits.items()}
 

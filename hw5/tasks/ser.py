@@ -19,6 +19,7 @@ from hw5.data.synthetic import generate_corpus
 from hw5.io import cache_dir, write_json_atomic
 from hw5.models.ser import SERClassifier, build_ser_model, load_feature_extractor
 from hw5.models.tiny import tiny_hubert
+from hw5.reuse import reused
 from hw5.train import Batch
 
 
@@ -171,16 +172,23 @@ class SERData:
         return FeatureStore(self.feature_dir, cnn_key(cnn, next(cnn.parameters()).device))
 
     def _clip_features(self, wave: np.ndarray, store: FeatureStore | None) -> tuple[torch.Tensor, bool]:
-        """(features on the model's device, whether the CNN ran for them)."""
+        """(features on the model's device, whether the CNN ran for them); once per packed job (hw5.reuse)."""
         model = self.model
-        if store is not None:
+        device = next(model.parameters()).device
+        if store is None:
+            return model.clip_features(torch.from_numpy(wave)), True
+        computed = []
+
+        def stored_or_computed() -> torch.Tensor:
             stored = store.load(wave, model.num_frames(len(wave)), model.encoder.config.conv_dim[-1])
             if stored is not None:
-                return torch.from_numpy(stored).to(next(model.parameters()).device), False
-        features = model.clip_features(torch.from_numpy(wave))
-        if store is not None:
+                return torch.from_numpy(stored).to(device)
+            features = model.clip_features(torch.from_numpy(wave))
             store.save(wave, features.cpu().numpy())
-        return features, True
+            computed.append(True)
+            return features
+        features = reused("cnn-features", (str(store.entry(wave)), str(device)), stored_or_computed)
+        return features, bool(computed)
 
     def _feature_stats(self, started: float, computed: int, store: FeatureStore | None) -> None:
         clips = [f for fs in self.features.values() for f in fs]
@@ -196,13 +204,17 @@ class SERData:
 
 
 def load_waves(clips: list[ShemoClip], cfg: SERConfig, extractor) -> list[np.ndarray]:
-    """Decoded once into the cache (16 kHz mono), then normalized as the feature extractor says."""
-    paths = [c.path for c in clips]
-    cache = AudioCache(cache_dir() / "audio", target_sr=cfg.sample_rate)
-    waves = cache.load_all(paths, workers=2)
-    if getattr(extractor, "do_normalize", False):
-        waves = [((w - w.mean()) / np.sqrt(w.var() + 1e-7)).astype(np.float32) for w in waves]
-    return [np.asarray(w, dtype=np.float32) for w in waves]
+    """Decoded once into the cache (16 kHz mono), then normalized as the feature extractor says (once
+    per packed job: hw5.reuse; a run never writes into a waveform)."""
+    paths = [str(c.path) for c in clips]
+    normalize = bool(getattr(extractor, "do_normalize", False))
+
+    def decode() -> list[np.ndarray]:
+        waves = AudioCache(cache_dir() / "audio", target_sr=cfg.sample_rate).load_all(paths, workers=2)
+        if normalize:
+            waves = [((w - w.mean()) / np.sqrt(w.var() + 1e-7)).astype(np.float32) for w in waves]
+        return [np.asarray(w, dtype=np.float32) for w in waves]
+    return list(reused("waves", (tuple(paths), cfg.sample_rate, normalize, str(cache_dir())), decode))
 
 
 def build(cfg: SERConfig, seed: int, data_dir: Path):
