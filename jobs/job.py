@@ -15,10 +15,12 @@ elapsed-time rule, which calls every USR2 a time-out when the limit is 10 minute
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import os
 import signal
 import socket
 import sys
+import tempfile
 import time
 import traceback
 from dataclasses import dataclass, field
@@ -71,8 +73,9 @@ class Job(submitit.helpers.Checkpointable):
     on USR2. A pack shares what its runs load (hw5.reuse); a run that fails is written to the pack book
     and the next run goes on; the job fails at the end, naming them."""
 
-    def __init__(self, specs: RunSpec | Sequence[RunSpec]) -> None:
+    def __init__(self, specs: RunSpec | Sequence[RunSpec], lanes: int = 1) -> None:
         self.specs = (specs,) if isinstance(specs, RunSpec) else tuple(specs)
+        self.lanes = lanes          # runs at once on the job's GPU (jobs/lanes.py); 1 = one after the other
 
     def __call__(self) -> dict:
         import hw5.reuse
@@ -82,6 +85,8 @@ class Job(submitit.helpers.Checkpointable):
         _say(f"{self!r} starting on {socket.gethostname()} (slurm job {os.environ.get('SLURM_JOB_ID', '-')}, "
              f"restart {os.environ.get('SLURM_RESTART_COUNT', '0')})")
         hw5.train.STOP.clear()   # a DebugExecutor runs several jobs in one process
+        if self.lanes > 1 and len(self.specs) > 1:
+            return self._in_lanes(book)
         submitit_handler = signal.getsignal(signal.SIGUSR2)
         signal.signal(signal.SIGUSR2, _stop_training)    # for the whole pack: a USR2 between runs counts
         done, failed = [], []
@@ -105,6 +110,23 @@ class Job(submitit.helpers.Checkpointable):
             raise PackFailed(f"{len(failed)} of {len(self.specs)} packed runs failed ({', '.join(failed)}); "
                              "python jobs/launch.py --status shows each one's traceback")
         return done[0] if len(self.specs) == 1 else {"runs": done}
+
+    def _in_lanes(self, book: "PackBook | None") -> dict:
+        from jobs.lanes import run_lanes
+        path = book.path if book else Path(tempfile.mkdtemp(prefix="hw5-pack-")) / "pack.json"
+        interrupted, failed = run_lanes(list(self.specs), self.lanes, path, _say)
+        if interrupted:
+            _say(f"{self!r}: checkpoints saved after USR2; handing over to submitit to requeue")
+            handler = signal.getsignal(signal.SIGUSR2)
+            if callable(handler):
+                _judge_timeouts_by_time_left(handler, self.specs[0].signal_delay_s)
+                handler(signal.SIGUSR2, None)            # checkpoint() -> requeue -> sys.exit
+            import hw5.train
+            raise hw5.train.Interrupted("lanes stopped after USR2")
+        if failed:
+            raise PackFailed(f"{len(failed)} of {len(self.specs)} packed runs failed ({', '.join(failed)}); "
+                             "python jobs/launch.py --status shows each one's traceback")
+        return {"runs": [{"experiment": s.experiment, "seed": s.seed} for s in self.specs if s.name not in failed]}
 
     def _one(self, spec: RunSpec, book: "PackBook | None", submitit_handler) -> dict | None:
         """One run: its metrics; None when it failed inside a pack (a lone run raises)."""
@@ -139,13 +161,14 @@ class Job(submitit.helpers.Checkpointable):
         # the training state lives in the on-disk checkpoints; the same pack resumes: finished runs are
         # done already, the interrupted one resumes, the rest start
         _say(f"{self!r} requeued: will resume from its checkpoint")
-        return submitit.helpers.DelayedSubmission(Job(self.specs))
+        return submitit.helpers.DelayedSubmission(Job(self.specs, self.lanes))
 
     def __repr__(self) -> str:
         smoke = " smoke" if self.specs[0].smoke else ""
         if len(self.specs) == 1:
             return f"Job({self.specs[0].name}{smoke})"
-        return f"Job(pack of {len(self.specs)}{smoke}: {', '.join(s.name for s in self.specs)})"
+        lanes = f", {self.lanes} at once" if self.lanes > 1 else ""
+        return f"Job(pack of {len(self.specs)}{smoke}{lanes}: {', '.join(s.name for s in self.specs)})"
 
 
 class PackBook:
@@ -170,10 +193,14 @@ class PackBook:
         return (self.read().get(spec.name) or {}).get("state")
 
     def mark(self, spec: RunSpec, state: str, error: str = "") -> None:
+        """Read, change, write under a lock: the lanes of a job (jobs/lanes.py) write it at once."""
         from hw5.io import now_iso, write_json_atomic
-        runs = self.read()
-        runs[spec.name] = {"state": state, "error": error, "at": now_iso()}
-        write_json_atomic(self.path, {"runs": runs})
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.path.with_suffix(".lock"), "a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            runs = self.read()
+            runs[spec.name] = {"state": state, "error": error, "at": now_iso()}
+            write_json_atomic(self.path, {"runs": runs})
 
 
 def _stop_training(signum, frame) -> None:

@@ -71,6 +71,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     do.add_argument("--pack", type=int, metavar="N",
                     help="up to N runs of one task per job, one after the other, sharing weights and data "
                          "(default: the profile's runs_per_job, 1)")
+    do.add_argument("--runs-per-gpu", type=int, metavar="K",
+                    help="packed jobs: up to K of a pack's runs at once, each in its own process on the job's "
+                         "GPU, started while its memory has room (default: the profile's runs_per_gpu, 1)")
     where = p.add_argument_group("where")
     where.add_argument("--cluster", choices=("auto", "slurm", "local", "debug"), default="auto",
                        help="auto: SLURM when a controller answers; local processes only when no SLURM profile "
@@ -194,6 +197,10 @@ def submit(runs: list[TrackedRun], args: argparse.Namespace, ledger: Ledger, pro
         return 0
     specs = job_specs(todo, profile, cluster)
     runs_per_job = args.pack or profile.runs_per_job
+    lanes = args.runs_per_gpu or profile.runs_per_gpu
+    if lanes > 1 and runs_per_job < 2:
+        fail(f"{lanes} runs per GPU need packed jobs: add --pack N (N >= {lanes}) or set runs_per_job "
+             f"in {profile.path}")
     keys = {run.id: run.key for run in todo}
     shared = [REPO_ROOT, Path(args.results).resolve(), Path(args.checkpoints).resolve(),
               Path(args.data_dir).expanduser().resolve()]
@@ -202,8 +209,8 @@ def submit(runs: list[TrackedRun], args: argparse.Namespace, ledger: Ledger, pro
             print("dry run: nothing submitted")
             return 0
         return (run_locally if cluster == "local" else run_in_process)(make_packs(specs, runs_per_job), keys,
-                                                                       profile, ledger, shared)
-    arrays = plan_arrays(specs, profile, ledger, shared, runs_per_job)
+                                                                       profile, ledger, shared, lanes)
+    arrays = plan_arrays(specs, profile, ledger, shared, runs_per_job, lanes)
     code = show_and_check(arrays, profile, args)
     if code or args.dry_run:
         print("dry run: nothing submitted" if args.dry_run else "nothing submitted (fix the profile, or --no-preflight)")
@@ -265,6 +272,8 @@ def main(argv: list[str] | None = None) -> int:
     args.status = args.status or args.watch
     if args.pack is not None and args.pack < 1:
         fail(f"--pack {args.pack}: give the runs per job, 1 or more (1: one job per run)")
+    if args.runs_per_gpu is not None and args.runs_per_gpu < 1:
+        fail(f"--runs-per-gpu {args.runs_per_gpu}: give the runs at once per job, 1 or more")
     if not (args.all or args.only or args.status or args.retry_failed or args.prefetch):
         fail("say which runs: --all, or --only GLOB (see --help)")
     try:

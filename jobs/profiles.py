@@ -31,6 +31,7 @@ DEFAULTS: dict[str, Any] = {
                   "extra_args": []},
     "python": None,
     "runs_per_job": 1,
+    "runs_per_gpu": 1,
     "env": {},
     "local": {"max_parallel": 2, "timeout_min": 120},
 }
@@ -43,6 +44,7 @@ TYPES: dict[str, Any] = {
     "setup": list, "additional_parameters": dict,
     "kind": str, "image": str, "mounts": list, "workdir": str, "extra_args": list,
     "python": str, "env": dict, "max_parallel": int, "runs_per_job": int,
+    "runs_per_gpu": int,
 }
 CONTAINER_KINDS = ("none", "pyxis", "apptainer")
 GPU_FLAGS = ("gpus-per-node", "gres", "gpus")   # how the GPU request is spelled to sbatch
@@ -60,6 +62,7 @@ class Profile:
     container: dict
     python: str | None
     runs_per_job: int
+    runs_per_gpu: int
     env: dict
     local: dict
 
@@ -96,6 +99,8 @@ def load_profile(name_or_path: str) -> Profile:
         raise ProfileError(f"{path}: local.max_parallel must be >= 1")
     if merged["runs_per_job"] < 1:
         raise ProfileError(f"{path}: runs_per_job must be >= 1 (1: one job per run; e.g. 5: five runs share a job)")
+    if merged["runs_per_gpu"] < 1:
+        raise ProfileError(f"{path}: runs_per_gpu must be >= 1 (1: a pack's runs one after the other)")
     return Profile(name=path.stem, path=path.resolve(), **merged)
 
 

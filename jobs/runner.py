@@ -32,6 +32,7 @@ class Array:
     packs: list[list[RunSpec]]
     parallelism: int = 1   # its tasks running at once: its share of the profile's array_parallelism
     script: str = ""       # the exact sbatch file submitit will submit
+    lanes: int = 1         # runs of a pack at once on its GPU (runs_per_gpu)
 
     @property
     def specs(self) -> list[RunSpec]:
@@ -59,7 +60,7 @@ def make_packs(specs: list[RunSpec], runs_per_job: int) -> list[list[RunSpec]]:
 
 
 def plan_arrays(specs: list[RunSpec], profile: Profile, ledger: Ledger, shared: list[Path],
-                runs_per_job: int = 1) -> list[Array]:
+                runs_per_job: int = 1, lanes: int = 1) -> list[Array]:
     """One array per experiment (per task when runs are packed), each with its sbatch script rendered."""
     executor = make_executor(profile, "slurm", ledger.submitit_folder, shared)
     groups: dict[str, list[list[RunSpec]]] = {}
@@ -70,7 +71,7 @@ def plan_arrays(specs: list[RunSpec], profile: Profile, ledger: Ledger, shared: 
     shares = parallelism_shares(profile.slurm["array_parallelism"], [len(g) for g in groups.values()])
     for (group, packs), share in zip(groups.items(), shares):
         name = job_name(profile, group, [s.seed for pack in packs for s in pack])
-        arrays.append(Array(name, packs, share, sbatch_script(executor, name, len(packs), share)))
+        arrays.append(Array(name, packs, share, sbatch_script(executor, name, len(packs), share), lanes))
     return arrays
 
 
@@ -110,7 +111,7 @@ def submit_to_slurm(arrays: list[Array], keys: dict, profile: Profile, ledger: L
         before = _loose_files(ledger)
         try:
             with executor.batch():
-                jobs = [executor.submit(Job(pack)) for pack in array.packs]
+                jobs = [executor.submit(Job(pack, array.lanes)) for pack in array.packs]
         except Exception as exc:   # sbatch's own message (bad partition, account, ...) is the useful part
             _remove_new_files(ledger, before)   # a refused submission leaves no pickles behind
             from jobs.slurm_site import refusal_hint
@@ -164,7 +165,7 @@ def pack_label(pack: list[RunSpec]) -> str:
 
 
 def run_locally(packs: list[list[RunSpec]], keys: dict, profile: Profile, ledger: Ledger,
-                shared: list[Path]) -> int:
+                shared: list[Path], lanes: int = 1) -> int:
     """Local processes (one per pack), at most profile.local.max_parallel at once; waits and summarises."""
     executor = make_executor(profile, "local", ledger.submitit_folder, shared)
     limit, queue, running, failed = profile.local["max_parallel"], list(packs), {}, []
@@ -175,7 +176,7 @@ def run_locally(packs: list[list[RunSpec]], keys: dict, profile: Profile, ledger
     while queue or running:
         while queue and len(running) < limit:
             pack = queue.pop(0)
-            job = executor.submit(Job(pack))
+            job = executor.submit(Job(pack, lanes))
             records = [_record(spec, job, keys[spec.key], "local", profile, len(pack)) for spec in pack]
             ledger.add(records)
             running[job.job_id] = (job, records, _LogFollower(pack_label(pack), records[0].stdout), time.time())
@@ -210,14 +211,14 @@ def _report_local(record: Record, seconds: float) -> bool:
 
 
 def run_in_process(packs: list[list[RunSpec]], keys: dict, profile: Profile, ledger: Ledger,
-                   shared: list[Path]) -> int:
+                   shared: list[Path], lanes: int = 1) -> int:
     """submitit's DebugExecutor: every pack in this process, one after the other (pdb on errors)."""
     executor = make_executor(profile, "debug", ledger.submitit_folder, shared)
     failed = 0
     for pack in packs:
         print(f"running {pack_label(pack)} in this process", flush=True)
         try:
-            executor.submit(Job(pack)).result()
+            executor.submit(Job(pack, lanes)).result()
         except Exception as exc:   # reported and counted; the next pack still goes
             failed += 1
             print(f"FAILED {pack_label(pack)}: {type(exc).__name__}: {exc}", flush=True)

@@ -88,6 +88,7 @@ def test_local_profile_uses_this_interpreter_and_exports_the_repo():
     ("slurm:\n  job_name_prefix: ''\n", "slurm.job_name_prefix must not be empty"),
     ("runs_per_job: 0\n", "runs_per_job must be >= 1"),
     ("runs_per_job: two\n", "runs_per_job must be int, got 'two'"),
+    ("runs_per_gpu: 0\n", "runs_per_gpu must be >= 1"),
 ])
 def test_profile_mistakes_are_one_clear_error_naming_the_file(tmp_path, text, message):
     path = tmp_path / "mine.yaml"
@@ -160,6 +161,7 @@ def test_only_globs_select_in_grid_order_and_a_miss_is_an_error(tmp_path, capsys
     (["--all", "--profile", "nosuch"], "no such cluster profile"),
     (["--all", "--experiments", "/nonexistent/grid.yaml"], "experiments file not found"),
     (["--all", "--pack", "0"], "--pack 0: give the runs per job, 1 or more"),
+    (["--all", "--runs-per-gpu", "2", "--seeds", "0", "--only", "nli-full"], "2 runs per GPU need packed jobs"),
 ])
 def test_bad_command_lines_give_one_error_line_and_exit_2(args, message):
     out = launch(args + ["--dry-run", "--cluster", "local"], dict(os.environ))
@@ -465,3 +467,49 @@ def test_a_requeued_pack_skips_its_finished_runs_and_resumes_the_interrupted_one
     text = job_log(record)
     assert "nli-full seed 0: done already" in text and "resumed from" in text, text
     assert comparable(metrics(results, "nli-freeze9", 0)) == pytest.approx(comparable(reference), rel=1e-6, abs=1e-9)
+
+
+@pytest.mark.slow
+def test_runs_of_a_pack_at_once_each_in_a_lane_match_separate_processes(packed):
+    runs = ["nli-full", "nli-freeze9"]
+    assert all(metrics(packed["root"] / "alone", r, 0) for r in runs), "needs the packed test above"
+    out = launch(_packed_args(packed, "lanes", "--only", ",".join(runs + [BROKEN]), "--pack", "3",
+                              "--runs-per-gpu", "2"), packed["env"], timeout=RUN_TIMEOUT_S)
+    assert out.returncode == 1 and "2 ok, 1 failed (nli-broken/seed-0)" in out.stdout, out.stdout
+    assert "lane 0 started" in out.stdout and "lane 1 started" in out.stdout, out.stdout
+    assert {"[lane 0]", "[lane 1]"} <= set(re.findall(r"\[lane \d\]", out.stdout))        # both trained
+    for name in runs:
+        assert result_part(metrics(packed["root"] / "lanes", name, 0)) == \
+            result_part(metrics(packed["root"] / "alone", name, 0)), name
+    status = status_rows(launch(_packed_args(packed, "lanes", "--status", "--only", ",".join(runs + [BROKEN])),
+                                packed["env"]).stdout)
+    assert status[(BROKEN, 0)][0] == "failed" and "ConfigError: keep_layers is 50" in status[(BROKEN, 0)][1]
+
+
+@pytest.mark.slow
+def test_usr2_reaches_every_lane_and_the_pack_resumes(packed):
+    reference = {r: metrics(packed["root"] / "alone", r, 0) for r in ("nli-full", "nli-freeze9")}
+    results = packed["root"] / "lanes-requeued"
+    log = packed["root"] / "lanes-requeued.log"
+    proc = start_launch(_packed_args(packed, "lanes-requeued", "--only", "nli-full,nli-freeze9", "--pack", "2",
+                                     "--runs-per-gpu", "2"), packed["env"], log)
+    try:
+        record = wait_until(lambda: latest_record(results, "nli-freeze9", 0), 120, "the packed job to start")
+        wait_until(lambda: job_log(record).count("trainable parameters") == 2, RUN_TIMEOUT_S, "both lanes training")
+        task = [p for p in descendants(int(record["job_id"])) if "submitit.core._submit" in cmdline(p)]
+        os.kill(task[0], signal.SIGUSR2)          # the job's own process: it forwards to its lanes
+        assert proc.wait(timeout=RUN_TIMEOUT_S) == 0, log.read_text()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    text = job_log(record)
+    assert text.count("checkpoint saved after USR2") == 2 and text.count("resumed from") == 2, text
+    for name, ref in reference.items():
+        assert comparable(metrics(results, name, 0)) == pytest.approx(comparable(ref), rel=1e-6, abs=1e-9), name
+
+
+def test_lanes_start_only_while_the_gpu_has_room_for_one_more():
+    from jobs.lanes import room_for_another
+    assert room_for_another(used_mb=20_000, total_mb=81_000, lanes_running=1)       # 20 GB used, 61 free
+    assert not room_for_another(used_mb=60_000, total_mb=81_000, lanes_running=2)   # 30 GB each, 21 free
+    assert room_for_another(used_mb=60_000, total_mb=141_000, lanes_running=2)
