@@ -49,7 +49,8 @@ class TrainConfig:
     """Fields shared by both tasks (the training recipe)."""
     task: str = ""                          # "nli" or "ser"; set by the experiment
     description: str = ""                   # one line shown in tables
-    model_name: str = ""                    # hub id or local directory; "tiny" builds a tiny local model (smoke)
+    model_name: str = ""                    # hub id or local directory; "tiny" / "random-base" build a tiny / a
+                                            # full-size random-init model locally (smoke / timing; LOCAL_MODELS)
     cache_dir: str = ""                     # HF cache dir; "" = HF_HOME / default; pre-fill it for offline nodes
     epochs: int = bounded(3, 1, 1000)       # passes over the training split; best epoch chosen on val
     batch_size: int = bounded(32, 1)        # training examples per step
@@ -121,6 +122,8 @@ class SERConfig(TrainConfig):
 
 
 TASKS: dict[str, type[TrainConfig]] = {"nli": NLIConfig, "ser": SERConfig}
+# model_name values built locally from configs (hw5/models/tiny.py), never fetched from a hub
+LOCAL_MODELS = ("tiny", "random-base")
 # Fields that do not change results: excluded from the hash so changing them keeps runs "done".
 NON_RESULT_FIELDS = {"description", "cache_dir", "log_every", "checkpoint_every",
                      "eval_batch_size", "tensorboard"}

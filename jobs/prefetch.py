@@ -10,15 +10,15 @@ import subprocess
 import sys
 from pathlib import Path
 
-from hw5.config import resolve_config
+from hw5.config import LOCAL_MODELS, resolve_config
 
 # Other frameworks' weights and exports the PyTorch code never loads (saves GBs per model).
 SKIP_PATTERNS = ["*.h5", "*.msgpack", "*.ot", "*.onnx", "*.tflite", "tf_model*", "flax_model*", "rust_model*"]
 
 
 def fetch_model(model_name: str, cache_dir: str) -> bool:
-    if model_name == "tiny":
-        print(f"model {model_name}: built locally by the job (smoke), nothing to download")
+    if model_name in LOCAL_MODELS:
+        print(f"model {model_name}: built locally by the job from a config, nothing to download")
         return True
     if Path(model_name).expanduser().is_dir():
         print(f"model {model_name}: a local directory, nothing to download")

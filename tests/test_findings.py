@@ -110,6 +110,21 @@ def test_padding_sentence_reports_cost_and_flips_on_quality(tmp_path):
     assert "The quality differs beyond seed noise" in paragraph(worse, "**Dynamic vs fixed padding.**")
 
 
+@pytest.mark.parametrize("fast_uar, says", [
+    (0.65, "within seed-to-seed noise: at this n the recipe changes the cost, not the result"),
+    (0.55, "It costs UAR beyond seed noise: keep the study's recipe"),
+])
+def test_fast_recipe_says_whether_it_moves_the_scores_beyond_seed_noise(tmp_path, fast_uar, says):
+    history = [{"epoch": 1, "seconds": 20.0, "padding_share": 0.04, "peak_memory_mb": 4000.0}]
+    text = study(tmp_path, {"ser-mean": seeds_of(test__uar=0.65, throughput__train_seconds=100.0),
+                            "ser-fast": [{"test__uar": fast_uar + n, "history": history,
+                                          "throughput__train_seconds": 50.0} for n in OTHER_NOISE]})
+    finding = paragraph(text, "**The fast recipe.**")
+    assert finding.startswith("**The fast recipe.** `ser-fast` (") and "against the study's recipe (`ser-mean`)" in finding
+    assert "4% padding against 12%" in finding and "training takes 0.50× the seconds" in finding
+    assert says in finding
+
+
 def test_pooling_cites_okabe_and_follows_the_interval(tmp_path):
     text = study(tmp_path, {"ser-mean": seeds_of(test__uar=0.65), "ser-attnstats": variant_of(test__uar=0.72)})
     finding = paragraph(text, "**Mean vs attentive statistics pooling.**")

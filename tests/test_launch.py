@@ -2,6 +2,7 @@
 local executor path of `make demo` (real smoke runs, a failing run, --retry-failed, USR2 + resume)."""
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
@@ -513,3 +514,19 @@ def test_lanes_start_only_while_the_gpu_has_room_for_one_more():
     assert room_for_another(used_mb=20_000, total_mb=81_000, lanes_running=1)       # 20 GB used, 61 free
     assert not room_for_another(used_mb=60_000, total_mb=81_000, lanes_running=2)   # 30 GB each, 21 free
     assert room_for_another(used_mb=60_000, total_mb=141_000, lanes_running=2)
+
+
+@pytest.mark.slow
+def test_grid_check_times_a_packed_slice_end_to_end_and_reports_it(packed):
+    results = packed["root"] / "grid-check"
+    out = subprocess.run(["bash", str(REPO / "slurm" / "grid_check.sh"), "--tiny", "--only", "nli-full,ser-mean",
+                          "--experiments", str(packed["root"] / "packed.yaml"), "--results", str(results),
+                          "--bench", str(results / "no-bench.json")], env=packed["env"], timeout=RUN_TIMEOUT_S,
+                         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    assert out.returncode == 0, out.stdout
+    check = json.loads((results / "grid_check.json").read_text())
+    assert sorted(r["experiment"] for r in check["runs"]) == ["nli-full", "ser-mean"]
+    assert 0 < check["device_seconds"] and 0 < check["wall_seconds"] and 0 < check["not_training_share"] < 1
+    assert check["grid_device_seconds"] == pytest.approx(check["device_seconds"] * check["seeds_in_grid"])
+    assert check["bench_estimate_hours"] is None and "Bench estimate: none here" in (results / "grid_check.md").read_text()
+    assert "running 2 run(s) locally" in out.stdout and (results / "smoke" / "report.md").is_file()

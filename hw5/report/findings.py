@@ -231,6 +231,23 @@ def leakage_finding(e: Evidence) -> str:
             f"not the examples. {reading}")
 
 
+def recipe_finding(e: Evidence) -> str:
+    title = "The fast recipe"
+    if not e.present:
+        return _missing(e, title)
+    uar, f1 = e.metric("uar").difference, e.metric("macro_f1").difference
+    share, = e.resources("padding_share")
+    reading = by_direction(
+        uar, higher="It scores higher beyond seed noise as well.",
+        lower="It costs UAR beyond seed noise: keep the study's recipe where the scores matter.",
+        neither="The difference is within seed-to-seed noise: at this n the recipe changes the cost, not the result.")
+    cpu = " (CUDA graphs run eagerly on a CPU: this speed-up is the bucketing's alone)" if _on_cpu(e) else ""
+    return (f"**{title}.** `{e.variant}` ({_description(e.collection, e.variant)}) against the study's recipe "
+            f"(`{e.baseline}`): {share.means()[1]:.0%} padding against {share.means()[0]:.0%}; training takes "
+            f"{_times(e.metric('train_seconds').ratio)} the seconds at {_times(e.metric('units_per_s').ratio)} the "
+            f"audio-seconds/s{cpu}. {verdict('UAR', uar)}; {verdict('macro-F1', f1)}. {reading}")
+
+
 def variant_finding(e: Evidence, description: str, claim: str = "") -> str:
     title = f"`{e.variant}`"
     if not e.present:
@@ -251,7 +268,7 @@ def variant_finding(e: Evidence, description: str, claim: str = "") -> str:
 
 
 WRITERS = {"padding": padding_finding, "pooling": pooling_finding, "imbalance": imbalance_finding,
-           "leakage": leakage_finding}
+           "leakage": leakage_finding, "recipe": recipe_finding}
 
 
 def findings_section(collection: Collection, runs: pd.DataFrame) -> list:

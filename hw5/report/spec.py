@@ -11,7 +11,8 @@ from dataclasses import dataclass, field
 
 # kind -> what the paragraph compares; "variant" reads a reduced NLI model against the full one
 KINDS = {"padding": "dynamic vs fixed padding", "pooling": "two poolings", "imbalance": "with vs without the "
-         "imbalance remedy", "leakage": "random vs speaker-independent split", "variant": "a cheaper model"}
+         "imbalance remedy", "leakage": "random vs speaker-independent split", "variant": "a cheaper model",
+         "recipe": "a faster training recipe vs the study's"}
 CLAIMS = ("lee2019", "sajjad2023", "michel2019")   # literature a "variant" question is read against (findings.py)
 
 

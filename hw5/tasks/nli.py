@@ -7,7 +7,7 @@ import numpy as np
 import torch
 from sklearn.model_selection import train_test_split
 
-from hw5.config import NLIConfig
+from hw5.config import LOCAL_MODELS, NLIConfig
 from hw5.data import batching
 from hw5.data.farstail import CLASSES, NLIPair, load_farstail
 from hw5.io import cache_dir
@@ -28,11 +28,12 @@ def stratified_subset(pairs: list[NLIPair], n: int) -> list[NLIPair]:
 
 
 def model_path(cfg: NLIConfig, splits: dict[str, list[NLIPair]]) -> str:
-    """The hub id / directory to load; "tiny" builds a tiny BERT whose vocab is trained on FarsTail."""
-    if cfg.model_name != "tiny":
+    """The hub id / directory to load; "tiny" / "random-base" build a tiny / BERT-base sized random BERT
+    whose vocab is trained on FarsTail."""
+    if cfg.model_name not in LOCAL_MODELS:
         return cfg.model_name
     texts = [t for p in splits["train"] for t in (p.premise, p.hypothesis)]
-    return str(tiny_bert(cache_dir() / "models", lambda: texts))
+    return str(tiny_bert(cache_dir() / "models", lambda: texts, cfg.model_name))
 
 
 def tokenize(tokenizer, pairs: list[NLIPair], max_length: int) -> dict:

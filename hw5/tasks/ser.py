@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from hw5.config import SERConfig, resolve_config, validate
+from hw5.config import LOCAL_MODELS, SERConfig, resolve_config, validate
 from hw5.data import batching
 from hw5.data.audio import AudioCache
 from hw5.data.emobox import emobox_split, fold_clips, read_fold
@@ -33,7 +33,10 @@ def corpus_dir(cfg: SERConfig, data_dir: Path) -> Path:
 
 
 def model_path(cfg: SERConfig) -> str:
-    return str(tiny_hubert(cache_dir() / "models", cfg.sample_rate)) if cfg.model_name == "tiny" else cfg.model_name
+    """The hub id / directory to load; "tiny" / "random-base" build a tiny / HuBERT-base sized random HuBERT."""
+    if cfg.model_name not in LOCAL_MODELS:
+        return cfg.model_name
+    return str(tiny_hubert(cache_dir() / "models", cfg.sample_rate, cfg.model_name))
 
 
 def load_clips(cfg: SERConfig, data_dir: Path) -> list[ShemoClip]:
