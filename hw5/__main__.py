@@ -55,9 +55,9 @@ def parser() -> argparse.ArgumentParser:
     prep.add_argument("task", choices=["nli", "ser"])
     prep.add_argument("--zips", help="ser: folder holding female.zip and male.zip")
     prep.add_argument("--url", help="base URL to download from (default: the public source)")
-    bench = sub.add_parser("bench", help="time naive vs project vs fixed-shape training paths",
+    bench = sub.add_parser("bench", help="time naive vs project vs fixed-shape vs HF Trainer training paths",
                            description="One epoch-sized pass of training steps per path (naive / project / "
-                                       "ceiling) for NLI and SER on random-init models: tiny on CPU, "
+                                       "ceiling / the Hugging Face Trainer as peer) for NLI and SER on random-init models: tiny on CPU, "
                                        "full-size on a GPU. Writes <results>/bench/bench.{json,md}.")
     bench.add_argument("--tasks", default="nli,ser", help="comma-separated: nli,ser ('' = none, e.g. with --decode)")
     bench.add_argument("--full", action="store_true", help="full-size models even on CPU (slow)")
@@ -68,8 +68,9 @@ def parser() -> argparse.ArgumentParser:
                        help="also time the project path minus (or plus) each optimization, 2x examples per step, "
                             "forward-only, torch.compile on the fixed shape, and estimate the default grid's time")
     bench.add_argument("--paths", default="",
-                       help="comma-separated ablation rows to time instead of all of them, e.g. "
-                            "project+graphs,project-eval (naive, project and ceiling always run)")
+                       help="comma-separated ablation or peer rows to time instead of all of them, e.g. "
+                            "project+graphs,peer-trainer+compile (naive, project, ceiling and peer-trainer "
+                            "always run; the peers need pip install -e '.[bench]')")
     bench.add_argument("--decode", type=int, default=0, metavar="N",
                        help="also time decode + resample of an N-clip synthetic ShEMO-format corpus (e.g. 3000)")
     bench.add_argument("--repeat", type=int, default=1, metavar="N",

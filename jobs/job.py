@@ -107,8 +107,7 @@ class Job(submitit.helpers.Checkpointable):
         if shared:
             _say("shared within the pack: " + ", ".join(f"{k} {v}" for k, v in sorted(shared.items())))
         if failed:
-            raise PackFailed(f"{len(failed)} of {len(self.specs)} packed runs failed ({', '.join(failed)}); "
-                             "python jobs/launch.py --status shows each one's traceback")
+            raise pack_failed(failed, len(self.specs))
         return done[0] if len(self.specs) == 1 else {"runs": done}
 
     def _in_lanes(self, book: "PackBook | None") -> dict:
@@ -117,44 +116,30 @@ class Job(submitit.helpers.Checkpointable):
         interrupted, failed = run_lanes(list(self.specs), self.lanes, path, _say)
         if interrupted:
             _say(f"{self!r}: checkpoints saved after USR2; handing over to submitit to requeue")
-            handler = signal.getsignal(signal.SIGUSR2)
-            if callable(handler):
-                _judge_timeouts_by_time_left(handler, self.specs[0].signal_delay_s)
-                handler(signal.SIGUSR2, None)            # checkpoint() -> requeue -> sys.exit
+            hand_over_to_submitit(signal.getsignal(signal.SIGUSR2), self.specs[0].signal_delay_s)
             import hw5.train
             raise hw5.train.Interrupted("lanes stopped after USR2")
         if failed:
-            raise PackFailed(f"{len(failed)} of {len(self.specs)} packed runs failed ({', '.join(failed)}); "
-                             "python jobs/launch.py --status shows each one's traceback")
+            raise pack_failed(failed, len(self.specs))
         return {"runs": [{"experiment": s.experiment, "seed": s.seed} for s in self.specs if s.name not in failed]}
 
     def _one(self, spec: RunSpec, book: "PackBook | None", submitit_handler) -> dict | None:
         """One run: its metrics; None when it failed inside a pack (a lone run raises)."""
         import hw5.train
-        if len(self.specs) > 1:
+        packed = len(self.specs) > 1
+        if packed:
             _say(f"{spec.name} starting")
-        if book:
-            book.mark(spec, "running")
         try:
-            metrics = _run(spec)
+            metrics = run_in_pack(spec, book, _say) if packed else _run(spec)
         except hw5.train.Interrupted:
             _say(f"{spec.name} checkpoint saved after USR2; handing over to submitit to requeue")
             signal.signal(signal.SIGUSR2, submitit_handler)
-            if callable(submitit_handler):
-                _judge_timeouts_by_time_left(submitit_handler, spec.signal_delay_s)
-                submitit_handler(signal.SIGUSR2, None)   # checkpoint() -> requeue -> sys.exit
+            hand_over_to_submitit(submitit_handler, spec.signal_delay_s)
             raise   # no submitit handler (e.g. plain python): the interruption is the result
-        except Exception:
-            if len(self.specs) == 1:
-                raise
-            if book:
-                book.mark(spec, "failed", traceback.format_exc())
-            _say(f"{spec.name} FAILED (the pack goes on):\n{traceback.format_exc()}")
-            return None
-        if book:
-            book.mark(spec, "done")
-        from hw5.contract import run_dir
-        _say(f"{spec.name} finished: results in {run_dir(spec.results_dir, spec.experiment, spec.seed, spec.smoke)}")
+        if metrics is not None:
+            from hw5.contract import run_dir
+            _say(f"{spec.name} finished: results in "
+                 f"{run_dir(spec.results_dir, spec.experiment, spec.seed, spec.smoke)}")
         return metrics
 
     def checkpoint(self, *args, **kwargs) -> submitit.helpers.DelayedSubmission:
@@ -201,6 +186,40 @@ class PackBook:
             runs = self.read()
             runs[spec.name] = {"state": state, "error": error, "at": now_iso()}
             write_json_atomic(self.path, {"runs": runs})
+
+
+def pack_failed(failed: list[str], total: int) -> PackFailed:
+    return PackFailed(f"{len(failed)} of {total} packed runs failed ({', '.join(failed)}); "
+                      "python jobs/launch.py --status shows each one's traceback")
+
+
+def run_in_pack(spec: RunSpec, book: "PackBook | None", say) -> dict | None:
+    """One run of a pack (in the job's process or in a lane), its state kept in the pack book: its
+    metrics, or None when it failed (traceback to the book and the log; the pack goes on).
+    hw5.train.Interrupted (USR2) passes through."""
+    import hw5.train
+    if book:
+        book.mark(spec, "running")
+    try:
+        metrics = _run(spec)
+    except hw5.train.Interrupted:
+        raise
+    except Exception:
+        error = traceback.format_exc()
+        if book:
+            book.mark(spec, "failed", error)
+        say(f"{spec.name} FAILED (the pack goes on):\n{error}")
+        return None
+    if book:
+        book.mark(spec, "done")
+    return metrics
+
+
+def hand_over_to_submitit(handler, signal_delay_s: int) -> None:
+    """Call submitit's USR2 handler: checkpoint() -> requeue -> sys.exit (nothing without one)."""
+    if callable(handler):
+        _judge_timeouts_by_time_left(handler, signal_delay_s)
+        handler(signal.SIGUSR2, None)
 
 
 def _stop_training(signum, frame) -> None:

@@ -19,7 +19,6 @@ import signal
 import subprocess
 import sys
 import time
-import traceback
 from pathlib import Path
 
 LANE_INTERRUPTED = 3        # a lane's exit code: it stopped for USR2 (checkpoint saved)
@@ -121,7 +120,7 @@ def lane_main(k: int, specs: list, position, lock, book_path: str, threads: int)
     os.environ["HW5_NUM_THREADS"] = str(threads)
     import hw5.reuse
     import hw5.train
-    from jobs.job import PackBook, _run
+    from jobs.job import PackBook, run_in_pack
     signal.signal(signal.SIGUSR2, lambda *_: hw5.train.STOP.set())
     book, code = PackBook(Path(book_path)), 0
     with hw5.reuse.session():
@@ -135,16 +134,10 @@ def lane_main(k: int, specs: list, position, lock, book_path: str, threads: int)
             if book.state(spec) == "failed":         # failed in an earlier attempt of this job
                 code = LANE_FAILED
                 continue
-            book.mark(spec, "running")
             try:
-                _run(spec)
+                if run_in_pack(spec, book, lambda message: print(message, flush=True)) is None:
+                    code = LANE_FAILED
             except hw5.train.Interrupted:
                 print(f"{spec.name}: checkpoint saved after USR2", flush=True)
                 sys.exit(LANE_INTERRUPTED)
-            except Exception:
-                book.mark(spec, "failed", traceback.format_exc())
-                print(f"{spec.name} FAILED (the lane goes on):\n{traceback.format_exc()}", flush=True)
-                code = LANE_FAILED
-                continue
-            book.mark(spec, "done")
     sys.exit(LANE_INTERRUPTED if hw5.train.STOP.is_set() else code)

@@ -87,6 +87,26 @@ def wait_until(predicate, timeout: float, what: str, poll: float = 1.0):
     raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
 
 
+def launch_and_interrupt(args: list[str], env: dict, log: Path, results: Path, experiment: str, ready,
+                         what: str, timeout: float) -> dict:
+    """Launch locally, wait until the job's log satisfies `ready(text)`, send the job's process USR2
+    (what SLURM sends before a preemption or the time limit), and wait for the launcher to end well;
+    the job's ledger record (of `experiment`, seed 0)."""
+    import signal
+    proc = start_launch(args, env, log)
+    try:
+        record = wait_until(lambda: latest_record(results, experiment, 0), 120, "the local job to start")
+        wait_until(lambda: ready(job_log(record)), timeout, what)
+        task = [p for p in descendants(int(record["job_id"])) if "submitit.core._submit" in cmdline(p)]
+        assert len(task) == 1, [cmdline(p) for p in descendants(int(record["job_id"]))]
+        os.kill(task[0], signal.SIGUSR2)
+        assert proc.wait(timeout=timeout) == 0, log.read_text()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    return record
+
+
 def records(results: Path) -> list[dict]:
     path = results / ".launch" / "submissions.jsonl"
     if not path.exists():

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import pandas as pd
 import pytest
@@ -20,14 +21,19 @@ def test_bench_writes_json_and_markdown_with_ratios(tmp_path, capsys):
                  "--data-dir", str(tmp_path / "nodata")]) == 0
     report = json.loads((tmp_path / "bench" / "bench.json").read_text())
     rows = {(r["task"], r["path"]): r for r in report["rows"]}
-    assert set(rows) == {(t, p) for t in ("nli", "ser") for p in ("naive", "project", "ceiling")}
+    paths = ("naive", "project", "ceiling", "peer-trainer")       # the compiled peer: CUDA or --ablations
+    assert set(rows) == {(t, p) for t in ("nli", "ser") for p in paths}
     for task in ("nli", "ser"):
-        naive, project, ceiling = (rows[(task, p)] for p in ("naive", "project", "ceiling"))
+        naive, project, ceiling, peer = (rows[(task, p)] for p in paths)
         assert ceiling["padding_share"] == 0 and project["padding_share"] < naive["padding_share"]
-        assert naive["vs_naive"] == 1 and ceiling["vs_ceiling"] == 1
+        assert naive["vs_naive"] == 1 and ceiling["vs_ceiling"] == 1 and peer["vs_peer"] == 1
         assert abs(project["vs_naive"] - project["units_per_s"] / naive["units_per_s"]) < 1e-9
+        assert project["vs_peer"] == pytest.approx(project["units_per_s"] / peer["units_per_s"])
+        assert peer["units_per_s"] > 0 and 0 <= peer["padding_share"] < 1
     assert rows[("ser", "project")]["prep_seconds"] > 0            # CNN features computed once
-    assert "| ser    | project |" in (tmp_path / "bench" / "bench.md").read_text()
+    md = (tmp_path / "bench" / "bench.md").read_text()
+    assert re.search(r"\| ser +\| project +\|", md) and "Against the Hugging Face Trainer" in md
+    assert f"| ser | project | {rows[('ser', 'project')]['units_per_s']:.4g} | peer-trainer |" in md
     assert report["models"] == "tiny" and report["provenance"]["versions"]["torch"]
     assert report["grid_estimate"] is None                # its forward-only and batching rows not timed
 
@@ -178,3 +184,60 @@ def test_posconv_bench_times_each_method_and_shows_they_compute_the_same_conv(tm
     md = (tmp_path / "bench.md").read_text()
     assert md.startswith("### hw5 bench (cpu, ") and table in md   # no model size: no training paths ran
     assert json.loads((tmp_path / "bench.json").read_text())["posconv"] == rows
+
+
+def test_the_trainer_peer_trains_a_copy_of_the_bench_model_with_its_cnn_frozen(tmp_path):
+    """SER's peer: the same encoder weights, trained from padded waveforms, the CNN never moving; the
+    bench's own model is left as it was; every clip is seen once per epoch."""
+    from hw5.bench.peer import PEERS, peer_trainer
+    work = ser_workload(torch.device("cpu"), full=False, n=40)
+    before = {k: v.clone() for k, v in work.model.encoder.state_dict().items()}
+    trainer, clock = peer_trainer(work, torch.device("cpu"), PEERS["peer-trainer"], tmp_path, epochs=1)
+    start = {k: v.clone() for k, v in trainer.model.hubert.state_dict().items()}
+    assert all(torch.equal(start[k], before[k]) for k in before)               # the same random init
+    trainer.train()
+    after = trainer.model.hubert.state_dict()
+    cnn = [k for k in after if k.startswith("feature_extractor.")]
+    assert cnn and all(torch.equal(after[k], start[k]) for k in cnn)           # frozen
+    assert not torch.equal(after["encoder.layers.0.attention.q_proj.weight"],
+                           start["encoder.layers.0.attention.q_proj.weight"])  # the transformer trained
+    assert all(torch.equal(v, before[k]) for k, v in work.model.encoder.state_dict().items())
+    assert sum(rows for rows, _ in trainer.shapes) == 40 and len(clock.marks) == 1
+    assert all(width <= max(work.lengths) for _, width in trainer.shapes)
+
+
+def test_the_nli_peer_is_bert_for_sequence_classification_holding_the_bench_encoder(tmp_path):
+    from hw5.bench.peer import peer_model
+    from hw5.bench.work import nli_workload
+    work = nli_workload(torch.device("cpu"), full=False, n=8)
+    peer = peer_model(work)
+    assert type(peer).__name__ == "BertForSequenceClassification" and peer.config.num_labels == 3
+    ours = work.model.encoder.state_dict()
+    assert all(torch.equal(v, ours[k]) for k, v in peer.bert.state_dict().items() if k in ours)
+    assert set(ours) <= set(peer.bert.state_dict())
+
+
+def test_the_peer_groups_lengths_as_on_the_study_split_not_as_on_the_bench_sample():
+    """The Trainer's group_by_length sorts within mega-batches sized by the dataset: on a 320-clip
+    sample that is 5 batches; the peer rows group as the study's 2,400 training clips would be."""
+    from transformers.trainer_pt_utils import LengthGroupedSampler
+    from hw5.bench.peer import study_scale_grouping
+    lengths = ser_workload(torch.device("cpu"), full=False, n=320).lengths
+    items = [{"input_values": [0] * n} for n in lengths]
+
+    def padding(order):
+        batches = [order[i:i + 16] for i in range(0, len(order), 16)]
+        return 1 - sum(lengths) / sum(max(lengths[i] for i in b) * len(b) for b in batches)
+    torch.manual_seed(0)
+    ours = list(study_scale_grouping("ser", 16, items, "input_values"))
+    stock = list(LengthGroupedSampler(16, dataset=items, model_input_name="input_values"))
+    assert sorted(ours) == list(range(320))
+    assert padding(ours) < padding(stock) / 2
+
+
+def test_without_accelerate_the_bench_times_the_rest_and_says_why_the_peers_are_missing(tmp_path, monkeypatch):
+    import hw5.bench.core as core
+    monkeypatch.setattr(core, "missing_dependency", lambda: "the Trainer needs accelerate: pip install -e '.[bench]'")
+    table = core.bench(tmp_path, ("ser",), full=False, ser_clips=8)
+    assert set(table["path"]) == {"naive", "project", "ceiling"} and table["vs_peer"].isna().all()
+    assert "Peer rows not timed: the Trainer needs accelerate" in (tmp_path / "bench.md").read_text()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import os
 import re
-import signal
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -15,8 +15,8 @@ import pytest
 import yaml
 import submitit.core.utils as submitit_utils
 
-from launch_support import (BROKEN, REPO, cmdline, comparable, descendants, farstail_dir, job_log, latest_record,  # noqa: E501
-                            launch, launcher_env, metrics, records, result_part, scratch_dir, start_launch,
+from launch_support import (BROKEN, REPO, comparable, farstail_dir, job_log, launch, launch_and_interrupt,  # noqa: E501
+                            launcher_env, metrics, records, result_part, scratch_dir, start_launch,
                             status_rows, wait_until, write_grid)
 
 sys.path.insert(0, str(REPO))
@@ -256,7 +256,10 @@ def test_packs_keep_one_task_each_in_grid_order_and_even_sizes():
     assert make_packs(nli, 1) == [[s] for s in nli] and make_packs(ser, 100) == [ser]
 
 
+@pytest.mark.slurm
 def test_packed_arrays_ask_sbatch_for_one_task_per_pack(tmp_path):
+    if shutil.which("srun") is None and os.environ.get("HW5_REQUIRE_SLURM") != "1":
+        pytest.skip("submitit writes sbatch scripts only where srun is installed (slurm/local_cluster.sh installs it)")
     specs = _specs("nli", ["nli-full", "nli-freeze9"], range(3)) + _specs("ser", ["ser-mean"], range(3))
     arrays = plan_arrays(specs, load_profile("local"), Ledger(tmp_path), [tmp_path], runs_per_job=4)
     assert [(a.name, [len(p) for p in a.packs]) for a in arrays] == [("hw5-nli-packed-s0-2", [3, 3]),
@@ -392,18 +395,9 @@ def test_usr2_checkpoints_requeues_and_resumes_to_the_same_metrics(local):
     reference = metrics(local["results"], "nli-full", 0)
     assert reference, "needs the local launch above"
     results = local["root"] / "results-preempted"
-    log = local["root"] / "preempt.log"
-    proc = start_launch(_local_args(local, "--only", "nli-full", "--seeds", "0", results=results), local["env"], log)
-    try:
-        record = wait_until(lambda: latest_record(results, "nli-full", 0), 120, "the local job to start")
-        wait_until(lambda: "trainable parameters" in job_log(record), RUN_TIMEOUT_S, "training to start")
-        task = [p for p in descendants(int(record["job_id"])) if "submitit.core._submit" in cmdline(p)]
-        assert len(task) == 1, [cmdline(p) for p in descendants(int(record["job_id"]))]
-        os.kill(task[0], signal.SIGUSR2)        # what SLURM sends before preemption / the time limit
-        assert proc.wait(timeout=RUN_TIMEOUT_S) == 0, log.read_text()
-    finally:
-        if proc.poll() is None:
-            proc.kill()
+    record = launch_and_interrupt(_local_args(local, "--only", "nli-full", "--seeds", "0", results=results),
+                                  local["env"], local["root"] / "preempt.log", results, "nli-full",
+                                  lambda log: "trainable parameters" in log, "training to start", RUN_TIMEOUT_S)
     text = job_log(record)
     assert "checkpoint saved after USR2" in text and "resumed from" in text, text
     assert comparable(metrics(results, "nli-full", 0)) == pytest.approx(comparable(reference), rel=1e-6, abs=1e-9)
@@ -452,19 +446,10 @@ def test_a_requeued_pack_skips_its_finished_runs_and_resumes_the_interrupted_one
     reference = metrics(packed["root"] / "alone", "nli-freeze9", 0)
     assert reference, "needs the test above"
     results = packed["root"] / "requeued"
-    log = packed["root"] / "requeued.log"
-    proc = start_launch(_packed_args(packed, "requeued", "--only", "nli-full,nli-freeze9", "--pack", "2"),
-                        packed["env"], log)
-    try:
-        record = wait_until(lambda: latest_record(results, "nli-freeze9", 0), 120, "the packed job to start")
-        wait_until(lambda: job_log(record).count("trainable parameters") == 2, RUN_TIMEOUT_S,
-                   "the pack's second run to train")
-        task = [p for p in descendants(int(record["job_id"])) if "submitit.core._submit" in cmdline(p)]
-        os.kill(task[0], signal.SIGUSR2)
-        assert proc.wait(timeout=RUN_TIMEOUT_S) == 0, log.read_text()
-    finally:
-        if proc.poll() is None:
-            proc.kill()
+    record = launch_and_interrupt(_packed_args(packed, "requeued", "--only", "nli-full,nli-freeze9", "--pack", "2"),
+                                  packed["env"], packed["root"] / "requeued.log", results, "nli-freeze9",
+                                  lambda log: log.count("trainable parameters") == 2,
+                                  "the pack's second run to train", RUN_TIMEOUT_S)
     text = job_log(record)
     assert "nli-full seed 0: done already" in text and "resumed from" in text, text
     assert comparable(metrics(results, "nli-freeze9", 0)) == pytest.approx(comparable(reference), rel=1e-6, abs=1e-9)
@@ -491,18 +476,11 @@ def test_runs_of_a_pack_at_once_each_in_a_lane_match_separate_processes(packed):
 def test_usr2_reaches_every_lane_and_the_pack_resumes(packed):
     reference = {r: metrics(packed["root"] / "alone", r, 0) for r in ("nli-full", "nli-freeze9")}
     results = packed["root"] / "lanes-requeued"
-    log = packed["root"] / "lanes-requeued.log"
-    proc = start_launch(_packed_args(packed, "lanes-requeued", "--only", "nli-full,nli-freeze9", "--pack", "2",
-                                     "--runs-per-gpu", "2"), packed["env"], log)
-    try:
-        record = wait_until(lambda: latest_record(results, "nli-freeze9", 0), 120, "the packed job to start")
-        wait_until(lambda: job_log(record).count("trainable parameters") == 2, RUN_TIMEOUT_S, "both lanes training")
-        task = [p for p in descendants(int(record["job_id"])) if "submitit.core._submit" in cmdline(p)]
-        os.kill(task[0], signal.SIGUSR2)          # the job's own process: it forwards to its lanes
-        assert proc.wait(timeout=RUN_TIMEOUT_S) == 0, log.read_text()
-    finally:
-        if proc.poll() is None:
-            proc.kill()
+    record = launch_and_interrupt(_packed_args(packed, "lanes-requeued", "--only", "nli-full,nli-freeze9", "--pack",
+                                               "2", "--runs-per-gpu", "2"),
+                                  packed["env"], packed["root"] / "lanes-requeued.log", results, "nli-freeze9",
+                                  lambda log: log.count("trainable parameters") == 2, "both lanes training",
+                                  RUN_TIMEOUT_S)     # USR2 to the job's own process: it forwards to its lanes
     text = job_log(record)
     assert text.count("checkpoint saved after USR2") == 2 and text.count("resumed from") == 2, text
     for name, ref in reference.items():

@@ -7,6 +7,8 @@
            no per-step sync, SDPA without cuDNN attention (hw5.train.cuda_kernel_choices), SER's
            positional conv through rfft on CUDA (hw5.models.posconv.fast_positional_conv)
   ceiling  one representative batch shape (batch x mean length) repeated: the fixed-shape bound
+  peer-trainer   transformers.Trainer on the same model and examples, set up carefully (hw5.bench.peer);
+           peer-trainer+compile with torch_compile (default on CUDA; on a CPU with --ablations/--paths)
 
 `--ablations` adds the project path minus (or plus) one optimization at a time (what each one buys),
 twice the examples per step, the forward-only rate, CUDA graphs (hw5.graphs: one captured step per
@@ -29,7 +31,8 @@ import numpy as np
 import pandas as pd
 import torch
 
-from hw5.bench.timing import peak_mb, reset_peak, sync
+from hw5.bench.timing import PathResult, peak_mb, reset_peak, sync
+from hw5.bench.peer import PEERS, Peer, missing_dependency, peer_pass
 from hw5.bench.work import Workload, farstail_lengths, nli_workload, ser_workload
 from hw5.data import batching
 from hw5.bench.report import grid_estimate, with_ratios, write_report
@@ -92,32 +95,22 @@ ABLATIONS = {                      # the project path minus (or plus) one optimi
 POS_CONV_ROWS = tuple(name for name, v in ABLATIONS.items() if v.pos_conv != PROJECT.pos_conv)  # SER, CUDA
 
 
-@dataclass
-class PathResult:
-    task: str
-    path: str
-    steps: int
-    seconds: float
-    units_per_s: float
-    examples_per_s: float
-    padding_share: float
-    peak_memory_mb: float
-    prep_seconds: float          # one-off work: CNN features once per clip (SER)
-    warmup_seconds: float        # each new step shape's first step (kernel loading, plans, compiling)
-    note: str = ""               # graphs: how many were captured, or why capturing failed
-
-
-def selected_variants(paths: tuple[str, ...], ablations: bool) -> dict[str, Variant]:
-    """The rows to time: the three paths, plus every ablation or only the named ones (the three paths
-    always run: the ratios are relative to them)."""
-    every = {**PATHS, **ABLATIONS}
+def selected_variants(paths: tuple[str, ...], ablations: bool, device: torch.device | None = None
+                      ) -> dict[str, Variant | Peer]:
+    """The rows to time: the three paths and the Trainer peer always (the ratios are relative to them),
+    plus every ablation or only the named rows. The compiled peer joins by default on CUDA only: on a
+    CPU its compilation takes minutes."""
+    every = {**PATHS, **PEERS, **ABLATIONS}
+    always = [*PATHS, "peer-trainer"]
     if not paths:
-        return {**PATHS, **(ABLATIONS if ablations else {})}
+        compiled = ablations or (device is not None and device.type == "cuda")
+        always += ["peer-trainer+compile"] if compiled else []
+        return {name: v for name, v in every.items() if name in always or (ablations and name in ABLATIONS)}
     unknown = [p for p in paths if p not in every]
     if unknown:
         from hw5.config import ConfigError
         raise ConfigError(f"--paths: unknown {', '.join(unknown)}; choose from {', '.join(every)}")
-    return {name: v for name, v in every.items() if name in paths or name in PATHS}
+    return {name: v for name, v in every.items() if name in paths or name in always}
 
 
 def can_compile(device: torch.device) -> bool:
@@ -131,6 +124,22 @@ def applies(work: Workload, name: str) -> bool:
     if name == "naive-datamax":                 # only where it differs from the naive width
         return max(work.naive_lengths or work.lengths) < work.naive_width
     return True
+
+
+def runs_here(work: Workload, name: str, v: Variant | Peer, device: torch.device) -> bool:
+    """Whether the row applies to this task and this device can run it."""
+    if v.compiled and not can_compile(device):
+        return False
+    if isinstance(v, Peer):
+        return True
+    return applies(work, name) and not ((v.graphs or name in POS_CONV_ROWS) and device.type != "cuda")
+
+
+def timed_row(work: Workload, name: str, v: Variant | Peer, device: torch.device, repeat: int) -> PathResult:
+    if isinstance(v, Peer):
+        return peer_pass(work, name, v, device, repeat)
+    with graph_safe_model(work.model, v.graphs):
+        return timed_pass(work, name, v, device, repeat)
 
 
 def step_plan(work: Workload, v: Variant, seed: int = 0) -> list[tuple[list[int], int]]:
@@ -302,17 +311,18 @@ def bench(out_dir: Path, tasks=("nli", "ser"), full: bool | None = None, nli_pai
     limit_threads()
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     full = device.type == "cuda" if full is None else full
-    variants = selected_variants(paths, ablations)
-    rows = []
+    variants = selected_variants(paths, ablations, device)
+    rows, notes = [], []
+    if any(isinstance(v, Peer) for v in variants.values()) and (reason := missing_dependency()):
+        variants = {name: v for name, v in variants.items() if not isinstance(v, Peer)}
+        notes.append(f"Peer rows not timed: {reason}.")
     for task in tasks:
         work = (nli_workload(device, full, nli_pairs, farstail_lengths(data_dir)) if task == "nli"
                 else ser_workload(device, full, ser_clips))
         for name, v in variants.items():
-            if (not applies(work, name) or (v.compiled and not can_compile(device))
-                    or ((v.graphs or name in POS_CONV_ROWS) and device.type != "cuda")):
+            if not runs_here(work, name, v, device):
                 continue
-            with graph_safe_model(work.model, v.graphs):
-                result = timed_pass(work, name, v, device, repeat)
+            result = timed_row(work, name, v, device, repeat)
             rows.append(asdict(result))
             if profile and name == "ceiling":      # before any ablation (compiling changes the model)
                 print(f"bench: wrote {profile_project(work, device, out_dir)}", flush=True)
@@ -333,5 +343,5 @@ def bench(out_dir: Path, tasks=("nli", "ser"), full: bool | None = None, nli_pai
         from hw5.bench.posconv import posconv_bench
         posconv_rows = posconv_bench(device)
     estimate = grid_estimate(table, device, startup) if rows else None   # None unless its rows were timed
-    write_report(out_dir, table, device, full, estimate, decode, startup, posconv_rows)
+    write_report(out_dir, table, device, full, estimate, decode, startup, posconv_rows, notes)
     return table
