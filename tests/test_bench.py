@@ -21,7 +21,7 @@ def test_bench_writes_json_and_markdown_with_ratios(tmp_path, capsys):
                  "--data-dir", str(tmp_path / "nodata")]) == 0
     report = json.loads((tmp_path / "bench" / "bench.json").read_text())
     rows = {(r["task"], r["path"]): r for r in report["rows"]}
-    paths = ("naive", "project", "ceiling", "peer-trainer")       # the compiled peer: CUDA or --ablations
+    paths = ("naive", "project", "ceiling", "peer-trainer")       # the compiled peer: CUDA, or named
     assert set(rows) == {(t, p) for t in ("nli", "ser") for p in paths}
     for task in ("nli", "ser"):
         naive, project, ceiling, peer = (rows[(task, p)] for p in paths)
@@ -241,3 +241,16 @@ def test_without_accelerate_the_bench_times_the_rest_and_says_why_the_peers_are_
     table = core.bench(tmp_path, ("ser",), full=False, ser_clips=8)
     assert set(table["path"]) == {"naive", "project", "ceiling"} and table["vs_peer"].isna().all()
     assert "Peer rows not timed: the Trainer needs accelerate" in (tmp_path / "bench.md").read_text()
+
+
+def test_the_trainer_peer_always_runs_and_its_compiled_row_by_default_only_on_cuda():
+    from hw5.bench.core import selected_variants
+    from hw5.config import ConfigError
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    assert list(selected_variants((), False, cpu)) == ["naive", "project", "ceiling", "peer-trainer"]
+    assert "peer-trainer+compile" in selected_variants((), False, cuda)
+    assert "peer-trainer+compile" not in selected_variants((), True, cpu)           # minutes on a CPU
+    named = selected_variants(("peer-trainer+compile", "project-eval"), False, cpu)
+    assert list(named) == ["naive", "project", "ceiling", "peer-trainer", "peer-trainer+compile", "project-eval"]
+    with pytest.raises(ConfigError, match="peer-trainer"):
+        selected_variants(("peer-trainr",), False, cpu)

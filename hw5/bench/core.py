@@ -8,7 +8,7 @@
            positional conv through rfft on CUDA (hw5.models.posconv.fast_positional_conv)
   ceiling  one representative batch shape (batch x mean length) repeated: the fixed-shape bound
   peer-trainer   transformers.Trainer on the same model and examples, set up carefully (hw5.bench.peer);
-           peer-trainer+compile with torch_compile (default on CUDA; on a CPU with --ablations/--paths)
+           peer-trainer+compile with torch_compile (default on CUDA; on a CPU when named in --paths)
 
 `--ablations` adds the project path minus (or plus) one optimization at a time (what each one buys),
 twice the examples per step, the forward-only rate, CUDA graphs (hw5.graphs: one captured step per
@@ -98,13 +98,12 @@ POS_CONV_ROWS = tuple(name for name, v in ABLATIONS.items() if v.pos_conv != PRO
 def selected_variants(paths: tuple[str, ...], ablations: bool, device: torch.device | None = None
                       ) -> dict[str, Variant | Peer]:
     """The rows to time: the three paths and the Trainer peer always (the ratios are relative to them),
-    plus every ablation or only the named rows. The compiled peer joins by default on CUDA only: on a
-    CPU its compilation takes minutes."""
+    plus every ablation or only the named rows. The compiled peer joins by default on CUDA; on a CPU,
+    where compiling it takes minutes, only when named."""
     every = {**PATHS, **PEERS, **ABLATIONS}
     always = [*PATHS, "peer-trainer"]
     if not paths:
-        compiled = ablations or (device is not None and device.type == "cuda")
-        always += ["peer-trainer+compile"] if compiled else []
+        always += ["peer-trainer+compile"] if device is not None and device.type == "cuda" else []
         return {name: v for name, v in every.items() if name in always or (ablations and name in ABLATIONS)}
     unknown = [p for p in paths if p not in every]
     if unknown:
