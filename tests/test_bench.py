@@ -159,11 +159,11 @@ def test_startup_bench_times_a_runs_host_work_before_its_first_step(tmp_path, da
 
 
 @pytest.mark.slow
-def test_paths_time_the_named_rows_plus_the_three_paths(tmp_path, capsys):
+def test_paths_time_the_named_rows_plus_the_three_paths_and_the_peer(tmp_path, capsys):
     assert main(["bench", "--tiny", "--tasks", "ser", "--ser-clips", "12", "--paths", "project-eval",
                  "--results", str(tmp_path)]) == 0
     rows = json.loads((tmp_path / "bench" / "bench.json").read_text())["rows"]
-    assert [r["path"] for r in rows] == ["naive", "project", "ceiling", "project-eval"]
+    assert [r["path"] for r in rows] == ["naive", "project", "ceiling", "peer-trainer", "project-eval"]
     assert main(["bench", "--tiny", "--paths", "project,projcet-x2", "--results", str(tmp_path / "typo")]) == 2
     assert "--paths: unknown projcet-x2; choose from naive, project" in capsys.readouterr().err
     assert not (tmp_path / "typo").exists()
