@@ -6,6 +6,7 @@ import json
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -92,7 +93,6 @@ def launch_and_interrupt(args: list[str], env: dict, log: Path, results: Path, e
     """Launch locally, wait until the job's log satisfies `ready(text)`, send the job's process USR2
     (what SLURM sends before a preemption or the time limit), and wait for the launcher to end well;
     the job's ledger record (of `experiment`, seed 0)."""
-    import signal
     proc = start_launch(args, env, log)
     try:
         record = wait_until(lambda: latest_record(results, experiment, 0), 120, "the local job to start")

@@ -61,13 +61,12 @@ class FrameMeanSER(nn.Module):
 
     def forward(self, input_values: torch.Tensor, attention_mask: torch.Tensor | None = None,
                 labels: torch.Tensor | None = None) -> dict:
+        from hw5.models.ser import masked_mean
         frames = self.hubert(input_values, attention_mask=attention_mask).last_hidden_state
         if attention_mask is None:
             pooled = frames.mean(1)
         else:
-            mask = self.hubert._get_feature_vector_attention_mask(frames.shape[1], attention_mask)
-            mask = mask.unsqueeze(-1).to(frames.dtype)
-            pooled = (frames * mask).sum(1) / mask.sum(1)
+            pooled = masked_mean(frames, self.hubert._get_feature_vector_attention_mask(frames.shape[1], attention_mask))
         logits = self.classifier(self.dropout(pooled))
         loss = None if labels is None else nn.functional.cross_entropy(logits, labels)
         return {"loss": loss, "logits": logits}
@@ -76,6 +75,7 @@ class FrameMeanSER(nn.Module):
 def peer_model(work) -> nn.Module:
     """A fresh module holding the bench model's current encoder weights (the bench's own model is
     left as it is)."""
+    device = next(work.model.parameters()).device
     if work.task == "nli":
         from transformers import BertForSequenceClassification
         encoder = work.model.encoder
@@ -83,13 +83,13 @@ def peer_model(work) -> nn.Module:
         config.num_labels = 3
         model = BertForSequenceClassification(config)
         model.bert.load_state_dict(encoder.state_dict(), strict=False)    # the pooler is the head's own
-        return model.to(next(work.model.parameters()).device)
+        return model.to(device)
     from hw5.models.posconv import fast_positional_conv
     from hw5.models.ser import freeze_feature_encoder
     encoder = copy.deepcopy(work.model.encoder)
     fast_positional_conv(encoder, "conv")       # stock HubertModel: the conv1d (cuDNN on CUDA)
     freeze_feature_encoder(encoder)             # what HF's freeze_feature_encoder() does
-    return FrameMeanSER(encoder).to(next(work.model.parameters()).device)
+    return FrameMeanSER(encoder).to(device)
 
 
 def peer_items(work) -> list[dict]:
