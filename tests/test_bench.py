@@ -203,6 +203,9 @@ def test_the_trainer_peer_trains_a_copy_of_the_bench_model_with_its_cnn_frozen(t
                            start["encoder.layers.0.attention.q_proj.weight"])  # the transformer trained
     assert all(torch.equal(v, before[k]) for k, v in work.model.encoder.state_dict().items())
     assert sum(rows for rows, _ in trainer.shapes) == 40 and len(clock.marks) == 1
+    # the stock attention, as a user would run it; the bench model keeps the project's
+    assert (trainer.model.hubert.config._attn_implementation, work.model.encoder.config._attn_implementation) \
+        == ("sdpa", "hw5")
     assert all(width <= max(work.lengths) for _, width in trainer.shapes)
 
 
@@ -215,6 +218,7 @@ def test_the_nli_peer_is_bert_for_sequence_classification_holding_the_bench_enco
     ours = work.model.encoder.state_dict()
     assert all(torch.equal(v, ours[k]) for k, v in peer.bert.state_dict().items() if k in ours)
     assert set(ours) <= set(peer.bert.state_dict())
+    assert (peer.config._attn_implementation, work.model.encoder.config._attn_implementation) == ("sdpa", "hw5")
 
 
 def test_the_peer_groups_lengths_as_on_the_study_split_not_as_on_the_bench_sample():

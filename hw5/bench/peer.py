@@ -82,11 +82,13 @@ def peer_model(work) -> nn.Module:
         config = copy.deepcopy(encoder.config)
         config.num_labels = 3
         model = BertForSequenceClassification(config)
+        model.set_attn_implementation("sdpa")    # the stock attention, not the project's
         model.bert.load_state_dict(encoder.state_dict(), strict=False)    # the pooler is the head's own
         return model.to(device)
     from hw5.models.posconv import fast_positional_conv
     from hw5.models.ser import freeze_feature_encoder
     encoder = copy.deepcopy(work.model.encoder)
+    encoder.set_attn_implementation("sdpa")      # the stock attention, not the project's
     fast_positional_conv(encoder, "conv")       # stock HubertModel: the conv1d (cuDNN on CUDA)
     freeze_feature_encoder(encoder)             # what HF's freeze_feature_encoder() does
     return FrameMeanSER(encoder).to(device)

@@ -13,6 +13,7 @@ import numpy as np
 import torch
 
 from hw5.data import batching
+from hw5.models.attention import use_project_attention
 from hw5.models.tiny import TINY_BERT, TINY_HUBERT
 
 SR = 16000
@@ -58,7 +59,7 @@ def nli_workload(device: torch.device, full: bool, n: int, lengths: list[int] | 
         mask = batching.pad_2d([[1] * full_lengths[i] for i in indices], width)
         return {"input_ids": x, "attention_mask": mask, "token_type_ids": torch.zeros_like(x)}
     torch.manual_seed(0)
-    model = NLIClassifier(BertModel(cfg, add_pooling_layer=False), 3, 0.1).to(device)
+    model = NLIClassifier(use_project_attention(BertModel(cfg, add_pooling_layer=False)), 3, 0.1).to(device)
     # tiny models on CPU pad to the dataset's longest pair instead: 512 costs minutes there
     naive_width = NOTEBOOK_MAX_TOKENS if full else max(full_lengths)
     return Workload("nli", "tokens", [min(x, NLI_MAX_LENGTH) for x in full_lengths], make_batch, model,
@@ -81,7 +82,7 @@ def ser_workload(device: torch.device, full: bool, n: int, max_seconds: float = 
         return {"input_values": x, "attention_mask": mask}
     cfg = HubertConfig() if full else HubertConfig(**TINY_HUBERT)
     torch.manual_seed(0)
-    encoder = HubertModel(cfg)
+    encoder = use_project_attention(HubertModel(cfg))
     freeze_feature_encoder(encoder)
     fast_positional_conv(encoder)
     model = SERClassifier(encoder, "mean", 6, 0.1).to(device)

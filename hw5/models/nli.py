@@ -5,6 +5,7 @@ import torch
 from torch import nn
 
 from hw5.config import ConfigError, NLIConfig
+from hw5.models.attention import use_project_attention
 from hw5.models.hub import from_pretrained
 from hw5.models.surgery import encoder_layers, freeze_layers, keep_first_layers, prune_heads, random_heads
 
@@ -44,7 +45,7 @@ def build_nli_model(path: str, cfg: NLIConfig, num_labels: int, seed: int) -> tu
     Returns the model and a record of what the variant did (kept in metrics.json).
     """
     from transformers import AutoModel
-    encoder = from_pretrained(AutoModel, path, cfg, add_pooling_layer=False)
+    encoder = use_project_attention(from_pretrained(AutoModel, path, cfg, add_pooling_layer=False))
     check_layer_counts(cfg, len(encoder_layers(encoder)), path)
     variant: dict = {}
     if cfg.keep_layers:

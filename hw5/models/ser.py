@@ -19,6 +19,7 @@ import torch
 from torch import nn
 
 from hw5.config import SERConfig
+from hw5.models.attention import use_project_attention
 from hw5.models.hub import from_pretrained
 from hw5.graphs import GRAPH_SAFE_CONFIG
 from hw5.models.posconv import fast_positional_conv
@@ -161,7 +162,8 @@ def freeze_feature_encoder(encoder: nn.Module) -> None:
 def build_ser_model(path: str, cfg: SERConfig, num_labels: int) -> tuple[SERClassifier, dict]:
     from transformers import AutoModel
     overrides = GRAPH_SAFE_CONFIG if cfg.cuda_graphs else {}
-    encoder = from_pretrained(AutoModel, path, cfg, mask_time_prob=cfg.mask_time_prob, **overrides)
+    encoder = use_project_attention(from_pretrained(AutoModel, path, cfg, mask_time_prob=cfg.mask_time_prob,
+                                                    **overrides))
     variant = {"pooling": cfg.pooling, "frozen_feature_encoder": cfg.freeze_feature_encoder,
                "layerdrop": encoder.config.layerdrop}
     if cfg.freeze_feature_encoder:
