@@ -63,7 +63,7 @@ def test_ablations_name_what_each_optimization_buys_and_estimate_the_grid(tmp_pa
     table = bench(tmp_path, ("ser",), full=False, ser_clips=12, ablations=True)
     paths = set(table["path"])
     assert {"project-fp32", "project-random", "project-fixed", "project-waves", "project-x2",
-            "project-eval"} <= paths
+            "project-eval", "project-sdpa"} <= paths
     assert ("ceiling-compiled" in paths) == can_compile(torch.device("cpu"))
     assert "project+graphs" not in paths and "ceiling+graphs" not in paths    # CUDA graphs: GPU only
     assert not {"project-conv-pos", "project-matmul-pos"} & paths   # positional conv methods: CUDA only
@@ -73,6 +73,17 @@ def test_ablations_name_what_each_optimization_buys_and_estimate_the_grid(tmp_pa
     assert (table["warmup_seconds"] > 0).all()
     report = json.loads((tmp_path / "bench.json").read_text())
     assert report["grid_estimate"] is None                # NLI rates missing: no partial estimate
+
+
+def test_each_row_trains_with_its_own_attention_function():
+    """The naive row and project-sdpa run transformers' stock sdpa; the project rows hw5's."""
+    from hw5.bench.core import ABLATIONS, PATHS, timed_pass
+    from hw5.bench.work import nli_workload
+    work = nli_workload(torch.device("cpu"), full=False, n=8)
+    for name, variant, expected in [("naive", PATHS["naive"], "sdpa"), ("project", PATHS["project"], "hw5"),
+                                    ("project-sdpa", ABLATIONS["project-sdpa"], "sdpa")]:
+        timed_pass(work, name, variant, torch.device("cpu"))
+        assert work.model.encoder.config._attn_implementation == expected, name
 
 
 def test_the_graphs_path_steps_in_a_few_rounded_shapes_of_batch_size_examples():

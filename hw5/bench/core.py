@@ -63,10 +63,11 @@ class Variant:
     graphs: bool = False     # CUDA graph per step shape (hw5.graphs); widths rounded, batch_size batches
     width_step_scale: float = 1.0  # graphs: widths rounded to this x the workload's width_step
     pos_conv: str = "fft"     # SER on CUDA: HuBERT's positional conv as "fft", "matmul" or "conv" (cuDNN)
+    attention: str = "hw5"    # attn_implementation: "hw5" (hw5.models.attention) or transformers' "sdpa"
 
 
 NAIVE = Variant(padding="max", precision="fp32", host_sync=True, fused=False, features=False, batch="naive",
-                cudnn_attention=True, pos_conv="conv")   # torch / transformers defaults
+                cudnn_attention=True, pos_conv="conv", attention="sdpa")   # torch / transformers defaults
 PROJECT = Variant(padding="bucket", precision="auto", host_sync=False, fused=True, features=True)
 PATHS = {"naive": NAIVE, "project": PROJECT, "ceiling": replace(PROJECT, padding="shape")}
 ABLATIONS = {                      # the project path minus (or plus) one optimization each
@@ -78,6 +79,7 @@ ABLATIONS = {                      # the project path minus (or plus) one optimi
     "project-sync": replace(PROJECT, host_sync=True),
     "project-unfused": replace(PROJECT, fused=False),
     "project-cudnn-attention": replace(PROJECT, cudnn_attention=True),
+    "project-sdpa": replace(PROJECT, attention="sdpa"),    # stock attention (CPU: its dropout path)
     "project-conv-pos": replace(PROJECT, pos_conv="conv"),    # SER: cuDNN's grouped conv
     "project-matmul-pos": replace(PROJECT, pos_conv="matmul"),  # SER: one bmm over unfolded windows
     "project-x2": replace(PROJECT, scale=2),               # twice the examples (budget) per step
@@ -196,6 +198,7 @@ def timed_pass(work: Workload, name: str, v: Variant, device: torch.device, repe
     prep = work.prepare() if use_features and work.prepare else 0.0
     make = work.fast_batch if use_features else work.make_batch
     model = work.model
+    model.encoder.set_attn_implementation(v.attention)
     if work.task == "ser":
         fast_positional_conv(model.encoder, v.pos_conv)
     if device.type == "cuda":
