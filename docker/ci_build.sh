@@ -6,7 +6,7 @@
 #   2. `run nli-full --seed 0 --smoke` as the image's user writes metrics.json into the mounted results;
 #   3. the same run read-only (`--read-only --tmpfs /tmp`), as uid 4242, offline, on the cache run 2
 #      filled, mounted read-only: how Apptainer/pyxis run the image on a cluster;
-#   4. `run ser-mean --seed 0 --smoke` once the grid lists ser-mean.
+#   4. `run ser-mean --seed 0 --smoke` once the grid lists ser-mean, beside 3 (one thread each).
 # Writes $OUT/summary.json (timings, image size, labels) for tests/test_docker.py.
 #
 # usage: docker/ci_build.sh        (root; needs network to PyPI and the Debian mirror on first use)
@@ -138,7 +138,7 @@ smoke_run() {
     "$DOCKER" run --rm --network none -e OMP_NUM_THREADS="$THREADS" -v "$results:/app/results" \
         -v "$OUT/cache:/cache:$cache_mode" -v "$DATA:/data:ro" "$@" "$IMG" run "$exp" --seed 0 --smoke \
         >"$OUT/$name.log" 2>&1 || { tail -n 30 "$OUT/$name.log" >&2; die "smoke run $name failed (log: $OUT/$name.log)"; }
-    TIMES[${name}_s]=$(since "$s")
+    since "$s" >"$OUT/$name.seconds"     # a file, not TIMES: the runs after the first go in the background
     [ -f "$results/smoke/$exp/seed-0/metrics.json" ] || die "smoke run $name wrote no $results/smoke/$exp/seed-0/metrics.json"
     lap "smoke run $name: $exp -> ${results#"$OUT"/}/smoke/$exp/seed-0/metrics.json"
 }
@@ -151,16 +151,26 @@ run_checks() {
     # as `docker run` on a workstation: the image's user, writable cache (the tiny model is built here)
     smoke_run nli_rw nli-full results-rw rw
     # as Apptainer on a cluster: read-only image and cache, another uid, offline, the cache run 1 filled
-    # (checkpoints on its own writable space, as a cluster profile binds them: the image has none for it)
+    # (checkpoints on its own writable space, as a cluster profile binds them: the image has none for it).
+    # It and the SER run go side by side, one torch thread each on CI's two cores.
+    local pids=()
     smoke_run nli_ro nli-full results-ro ro --read-only --tmpfs /tmp --user "$RO_UID:$RO_UID" \
-        -e HW5_CHECKPOINT_DIR=/tmp/checkpoints
+        -e HW5_CHECKPOINT_DIR=/tmp/checkpoints &
+    pids+=($!)
     if "$DOCKER" run --rm --network none --entrypoint python "$IMG" \
         -c 'from hw5.config import load_grid; print(*load_grid().experiments)' | grep -qw ser-mean; then
-        # writable cache: the first SER run generates its synthetic corpus there
-        smoke_run ser_rw ser-mean results-rw rw
+        # writable cache: the first SER run generates its synthetic corpus there (nli_ro reads only the
+        # tiny BERT that run 1 left)
+        smoke_run ser_rw ser-mean results-rw rw &
+        pids+=($!)
     else
         lap "ser-mean not in the grid yet: SER smoke run skipped"
     fi
+    local pid failed=0
+    for pid in "${pids[@]}"; do wait "$pid" || failed=1; done
+    [ "$failed" = 0 ] || die "a smoke run failed (above)"
+    local f
+    for f in "$OUT"/*.seconds; do TIMES[$(basename "$f" .seconds)_s]=$(cat "$f"); done
 }
 
 write_summary() {
