@@ -26,6 +26,7 @@ test: venv
 	HW5_FAST_TIER_LIMIT_S=10 $(BIN)/python -m pytest -q -m "not slow and not slurm and not docker"
 
 # everything (what .ci/run calls): the slow smoke runs, and the SLURM and Docker tests where those run
+# (one process: some tests build on the one above them, and parallel workers oversubscribe 2 cores)
 test-all: venv
 	$(BIN)/python -m pytest -q
 
