@@ -17,13 +17,18 @@ NAME = "hw5"
 _LEVELS = 1 << 16                     # distinct values of one 16-bit draw
 
 
+def dropped_levels(p: float) -> int:
+    """How many of a 16-bit draw's 65536 values drop a weight: the drop rate is this / 65536."""
+    return round(p * _LEVELS)
+
+
 def drop_threshold(p: float) -> int:
-    """Signed 16-bit draws below this are dropped: round(p * 65536) of the 65536 values."""
-    return -(_LEVELS // 2) + round(p * _LEVELS)
+    """Signed 16-bit draws below this are dropped: dropped_levels(p) of the 65536 values."""
+    return -(_LEVELS // 2) + dropped_levels(p)
 
 
 def keep_mask(shape: torch.Size, p: float, device: torch.device) -> torch.Tensor:
-    """Bool mask, True with probability 1 - round(p * 65536) / 65536, from the default generator."""
+    """Bool mask, True with probability 1 - dropped_levels(p) / 65536, from the default generator."""
     count = shape.numel()
     words = torch.empty((count + 3) // 4, dtype=torch.int64, device=device).random_(-(1 << 63), None)
     return words.view(torch.int16)[:count].view(shape) >= drop_threshold(p)
@@ -45,7 +50,7 @@ def cpu_dropout_attention(query, key, value, mask, p: float, scaling: float) -> 
     if bias is not None:
         scores = scores + bias
     weights = torch.where(keep_mask(scores.shape, p, scores.device), scores.softmax(-1), 0.0)
-    kept = 1.0 - round(p * _LEVELS) / _LEVELS
+    kept = 1.0 - dropped_levels(p) / _LEVELS
     return torch.matmul(weights, value).mul_(1.0 / kept)
 
 
