@@ -1,12 +1,16 @@
 """`hw5 stats nli|ser --smoke` write their tables and plots."""
 from __future__ import annotations
 
+import pytest
+
 from hw5.__main__ import main
 from hw5.report.statsdoc import read_stats, render_markdown
 
 from conftest import fast_grid
 
 
+# slow: it tokenizes all of FarsTail (10-20 s on two cores), over the fast tier's limit
+@pytest.mark.slow
 def test_nli_stats_tables_and_plot(tmp_path, data_dir, capsys):
     assert main(["stats", "nli", "--smoke", "--data-dir", str(data_dir), "--results", str(tmp_path),
                  "--experiments", str(fast_grid(tmp_path))]) == 0
