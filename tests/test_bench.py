@@ -67,6 +67,7 @@ def test_ablations_name_what_each_optimization_buys_and_estimate_the_grid(tmp_pa
     assert ("ceiling-compiled" in paths) == can_compile(torch.device("cpu"))
     assert "project+graphs" not in paths and "ceiling+graphs" not in paths    # CUDA graphs: GPU only
     assert not {"project-conv-pos", "project-matmul-pos"} & paths   # positional conv methods: CUDA only
+    assert "project-all-tokens" not in paths                        # NLI only: SER pools every frame
     rows = table.set_index("path")
     assert rows.loc["project-random", "padding_share"] > rows.loc["project", "padding_share"]
     assert rows.loc["project-x2", "steps"] < rows.loc["project", "steps"]        # fuller steps
@@ -84,6 +85,18 @@ def test_each_row_trains_with_its_own_attention_function():
                                     ("project-sdpa", ABLATIONS["project-sdpa"], "sdpa")]:
         timed_pass(work, name, variant, torch.device("cpu"))
         assert work.model.encoder.config._attn_implementation == expected, name
+
+
+def test_the_project_nli_rows_compute_only_cls_in_the_last_layer_and_all_tokens_undoes_it():
+    from hw5.bench.core import ABLATIONS, PATHS, timed_pass
+    from hw5.bench.work import nli_workload
+    work = nli_workload(torch.device("cpu"), full=False, n=8)
+    batch = work.make_batch([0, 1], 32)
+    for name, variant, width in [("project", PATHS["project"], 1), ("naive", PATHS["naive"], 32),
+                                 ("project", PATHS["project"], 1), ("project-all-tokens",
+                                                                    ABLATIONS["project-all-tokens"], 32)]:
+        timed_pass(work, name, variant, torch.device("cpu"))
+        assert work.model.encoder(**batch).last_hidden_state.shape[1] == width, name
 
 
 def test_the_graphs_path_steps_in_a_few_rounded_shapes_of_batch_size_examples():

@@ -7,8 +7,9 @@ import pytest
 import torch
 from transformers import BertConfig, BertModel, HubertConfig, HubertModel
 
-from hw5.models.surgery import (count_parameters, encoder_layers, freeze_layers, keep_first_layers,
-                                prune_heads, random_heads)
+from hw5.models.attention import use_project_attention
+from hw5.models.surgery import (count_parameters, encoder_layers, first_token_only, freeze_layers,
+                                keep_first_layers, prune_heads, random_heads)
 from hw5.models.tiny import TINY_HUBERT
 
 
@@ -140,3 +141,38 @@ def test_padding_and_mask_do_not_change_cls_output():
         unmasked = model(input_ids=padded, attention_mask=torch.ones_like(padded)).last_hidden_state[:, 0]
     torch.testing.assert_close(in_batch, alone.detach(), atol=1e-5, rtol=1e-5)
     assert not torch.allclose(unmasked, alone.detach(), atol=1e-3)     # the mask is what makes it so
+
+
+def cls_and_gradients(model, x):
+    """[CLS] of the last layer and every parameter's gradient of a loss on it."""
+    model.zero_grad(set_to_none=True)
+    cls = model(**x).last_hidden_state[:, 0]
+    cls.pow(2).sum().backward()
+    return cls.detach(), {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+
+
+@pytest.mark.parametrize("attention", ["hw5", "sdpa", "eager"])
+def test_first_token_only_gives_the_same_cls_and_gradients_after_every_other_surgery(attention):
+    model = tiny_bert_model()
+    use_project_attention(model) if attention == "hw5" else model.set_attn_implementation(attention)
+    keep_first_layers(model, 9)
+    prune_heads(model, random_heads(9, 12, 0.5, seed=1))
+    freeze_layers(model, 3, embeddings=True)
+    x = batch()                                   # row 1 is padded: its mask must still apply
+    want, want_grads = cls_and_gradients(model, x)
+    keys = list(model.state_dict())
+    first_token_only(model)
+    assert model(**x).last_hidden_state.shape == (3, 1, 48)
+    got, got_grads = cls_and_gradients(model, x)
+    torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
+    assert got_grads.keys() == want_grads.keys()
+    for name in want_grads:
+        torch.testing.assert_close(got_grads[name], want_grads[name], atol=1e-5, rtol=1e-4, msg=name)
+    assert list(model.state_dict()) == keys       # checkpoints load either way
+    first_token_only(model, on=False)
+    assert model(**x).last_hidden_state.shape == (3, 20, 48)
+
+
+def test_first_token_only_refuses_a_hubert_encoder():
+    with pytest.raises(ValueError, match="BERT-style"):
+        first_token_only(tiny_hubert_model())

@@ -41,6 +41,7 @@ from hw5.config import TrainConfig
 from hw5.graphs import GRAPH_SAFE_CONFIG, StepGraphs
 from hw5.step import train_step
 from hw5.models.posconv import fast_positional_conv
+from hw5.models.surgery import first_token_only
 from hw5.device import autocast, cuda_kernel_choices
 
 
@@ -64,10 +65,11 @@ class Variant:
     width_step_scale: float = 1.0  # graphs: widths rounded to this x the workload's width_step
     pos_conv: str = "fft"     # SER on CUDA: HuBERT's positional conv as "fft", "matmul" or "conv" (cuDNN)
     attention: str = "hw5"    # attn_implementation: "hw5" (hw5.models.attention) or transformers' "sdpa"
+    first_token: bool = True  # NLI: the last layer computes only [CLS], the head's input (first_token_only)
 
 
 NAIVE = Variant(padding="max", precision="fp32", host_sync=True, fused=False, features=False, batch="naive",
-                cudnn_attention=True, pos_conv="conv", attention="sdpa")   # torch / transformers defaults
+                cudnn_attention=True, pos_conv="conv", attention="sdpa", first_token=False)   # torch / transformers defaults
 PROJECT = Variant(padding="bucket", precision="auto", host_sync=False, fused=True, features=True)
 PATHS = {"naive": NAIVE, "project": PROJECT, "ceiling": replace(PROJECT, padding="shape")}
 ABLATIONS = {                      # the project path minus (or plus) one optimization each
@@ -80,6 +82,7 @@ ABLATIONS = {                      # the project path minus (or plus) one optimi
     "project-unfused": replace(PROJECT, fused=False),
     "project-cudnn-attention": replace(PROJECT, cudnn_attention=True),
     "project-sdpa": replace(PROJECT, attention="sdpa"),    # stock attention (CPU: its dropout path)
+    "project-all-tokens": replace(PROJECT, first_token=False),   # NLI: the last layer computes every token
     "project-conv-pos": replace(PROJECT, pos_conv="conv"),    # SER: cuDNN's grouped conv
     "project-matmul-pos": replace(PROJECT, pos_conv="matmul"),  # SER: one bmm over unfolded windows
     "project-x2": replace(PROJECT, scale=2),               # twice the examples (budget) per step
@@ -122,6 +125,8 @@ def can_compile(device: torch.device) -> bool:
 def applies(work: Workload, name: str) -> bool:
     if name in ("project-fixed", "project-waves", *POS_CONV_ROWS):
         return work.task == "ser"               # NLI has no feature cache and trains bucketed only
+    if name == "project-all-tokens":
+        return work.task == "nli"               # SER pools every frame: its last layer computes them all
     if name == "naive-datamax":                 # only where it differs from the naive width
         return max(work.naive_lengths or work.lengths) < work.naive_width
     return True
@@ -191,16 +196,23 @@ def warmup_steps(steps: list[tuple[list[int], int]], repeat: int = 2) -> list[tu
     return out
 
 
+def configure_model(work: Workload, v: Variant) -> torch.nn.Module:
+    """The workload's one model set up as the variant wants it (each row undoes the previous row's choice)."""
+    work.model.encoder.set_attn_implementation(v.attention)
+    if work.task == "ser":
+        fast_positional_conv(work.model.encoder, v.pos_conv)
+    else:
+        first_token_only(work.model.encoder, v.first_token)
+    return work.model
+
+
 def timed_pass(work: Workload, name: str, v: Variant, device: torch.device, repeat: int = 1) -> PathResult:
     """Warm-up over every step shape, then `repeat` epoch-sized passes; the median pass is reported."""
     steps, lengths = step_plan(work, v), real_lengths(work, v)
     use_features = v.features and work.fast_batch is not None
     prep = work.prepare() if use_features and work.prepare else 0.0
     make = work.fast_batch if use_features else work.make_batch
-    model = work.model
-    model.encoder.set_attn_implementation(v.attention)
-    if work.task == "ser":
-        fast_positional_conv(model.encoder, v.pos_conv)
+    model = configure_model(work, v)
     if device.type == "cuda":
         cuda_kernel_choices(v.cudnn_attention)
     if v.compiled:

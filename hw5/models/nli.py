@@ -7,7 +7,8 @@ from torch import nn
 from hw5.config import ConfigError, NLIConfig
 from hw5.models.attention import use_project_attention
 from hw5.models.hub import from_pretrained
-from hw5.models.surgery import encoder_layers, freeze_layers, keep_first_layers, prune_heads, random_heads
+from hw5.models.surgery import (encoder_layers, first_token_only, freeze_layers, keep_first_layers, prune_heads,
+                                random_heads)
 
 
 class NLIClassifier(nn.Module):
@@ -42,7 +43,8 @@ def check_layer_counts(cfg: NLIConfig, layers: int, path: str) -> None:
 def build_nli_model(path: str, cfg: NLIConfig, num_labels: int, seed: int) -> tuple[NLIClassifier, dict]:
     """Encoder from `path` (hub id or directory) with the experiment's variant applied.
 
-    Returns the model and a record of what the variant did (kept in metrics.json).
+    Returns the model and a record of what the variant did (kept in metrics.json). Whatever the
+    variant, the last layer computes only the [CLS] position (first_token_only): same logits, less work.
     """
     from transformers import AutoModel
     encoder = use_project_attention(from_pretrained(AutoModel, path, cfg, add_pooling_layer=False))
@@ -59,4 +61,5 @@ def build_nli_model(path: str, cfg: NLIConfig, num_labels: int, seed: int) -> tu
     if cfg.freeze_first_layers or cfg.freeze_embeddings:
         freeze_layers(encoder, cfg.freeze_first_layers, embeddings=cfg.freeze_embeddings)
         variant["frozen"] = {"embeddings": cfg.freeze_embeddings, "first_layers": cfg.freeze_first_layers}
+    first_token_only(encoder)    # the head reads [CLS] alone; the last layer need not compute the rest
     return NLIClassifier(encoder, num_labels, cfg.head_dropout), variant

@@ -1,4 +1,4 @@
-"""Model surgery as small named functions: freeze_layers, keep_first_layers, prune_heads.
+"""Model surgery as small named functions: freeze_layers, keep_first_layers, prune_heads, first_token_only.
 
 transformers 5 removed `PreTrainedModel.prune_heads` and the `head_mask` argument, so head pruning is ours:
 a head's slice of query/key/value (output rows) and of the output projection (input columns) is cut
@@ -8,6 +8,7 @@ the unpruned model computes with those heads' contributions zeroed (tested).
 from __future__ import annotations
 
 import random
+from types import MethodType
 
 import torch
 from torch import nn
@@ -96,6 +97,37 @@ def prune_heads(model: nn.Module, heads_by_layer: dict[int, list[int]]) -> None:
     layers = encoder_layers(model)
     for index, heads in heads_by_layer.items():
         prune_layer_heads(layers[int(index)], list(heads))
+
+
+def first_token_forward(layer: nn.Module, hidden_states: torch.Tensor, attention_mask=None, *args, **kwargs):
+    """BertLayer.forward for position 0 alone: its query attends to every token's key and value, and only
+    its row goes through the output projection and the feed-forward block. Returns (batch, 1, hidden)."""
+    from transformers.models.bert.modeling_bert import ALL_ATTENTION_FUNCTIONS, eager_attention_forward
+    att = layer.attention.self
+    first = hidden_states[:, :1]
+    heads = (hidden_states.shape[0], -1, att.num_attention_heads, att.attention_head_size)
+    query, key, value = (proj(x).view(*heads).transpose(1, 2) for proj, x in
+                         ((att.query, first), (att.key, hidden_states), (att.value, hidden_states)))
+    if attention_mask is not None:
+        attention_mask = attention_mask[:, :, :1]        # (batch, 1, queries, keys): the first query's row
+    attend = ALL_ATTENTION_FUNCTIONS.get_interface(att.config._attn_implementation, eager_attention_forward)
+    context, _ = attend(att, query, key, value, attention_mask, scaling=att.scaling,
+                        dropout=att.dropout.p if att.training else 0.0)
+    attended = layer.attention.output(context.reshape(first.shape[0], 1, -1), first)
+    return layer.feed_forward_chunk(attended)
+
+
+def first_token_only(model: nn.Module, on: bool = True) -> None:
+    """Make a BERT encoder's last layer compute position 0 ([CLS]) only, the one output a [CLS] head reads:
+    the same [CLS] vector and gradients for a fraction of that layer's work (keys and values only); last_hidden_state then
+    has length 1. The parameters and their names are unchanged; `on=False` restores the stock forward."""
+    last = encoder_layers(model)[-1]
+    if not hasattr(last.attention, "self"):
+        raise ValueError("first_token_only: needs a BERT-style encoder (layer.attention.self)")
+    if on:
+        last.forward = MethodType(first_token_forward, last)
+    else:
+        last.__dict__.pop("forward", None)
 
 
 def count_parameters(model: nn.Module) -> dict[str, int]:
