@@ -2,7 +2,8 @@
 # hw5 against the Hugging Face Trainer on one GPU:   sbatch slurm/peer_check.sh [OUT_DIR]   (repository root)
 # Full-size random-init models: the three paths, the graphed project path (what the study's NLI runs
 # use), NLI with its full last layer (project-all-tokens) and both Trainer peers (eager and
-# torch_compile), median of three epochs each; bench.md then holds the hw5 / peer table. Needs the bench extra: pip install -e '.[bench]' (accelerate).
+# torch_compile), median of three epochs each; bench.md then holds the hw5 / peer table.
+# Needs the bench extra: pip install -e '.[bench]' (accelerate).
 # Results land flat in OUT_DIR (default results/peer-check). A CPU dry run: HW5_CHECK_BENCH="--tiny".
 #SBATCH --job-name=hw5-peer-check
 #SBATCH --gpus=1
