@@ -76,26 +76,20 @@ def test_ablations_name_what_each_optimization_buys_and_estimate_the_grid(tmp_pa
     assert report["grid_estimate"] is None                # NLI rates missing: no partial estimate
 
 
-def test_each_row_trains_with_its_own_attention_function():
-    """The naive row and project-sdpa run transformers' stock sdpa; the project rows hw5's."""
-    from hw5.bench.core import ABLATIONS, PATHS, timed_pass
-    from hw5.bench.work import nli_workload
-    work = nli_workload(torch.device("cpu"), full=False, n=8)
-    for name, variant, expected in [("naive", PATHS["naive"], "sdpa"), ("project", PATHS["project"], "hw5"),
-                                    ("project-sdpa", ABLATIONS["project-sdpa"], "sdpa")]:
-        timed_pass(work, name, variant, torch.device("cpu"))
-        assert work.model.encoder.config._attn_implementation == expected, name
-
-
-def test_the_project_nli_rows_compute_only_cls_in_the_last_layer_and_all_tokens_undoes_it():
+def test_each_row_trains_with_its_own_attention_function_and_last_layer():
+    """The naive row and project-sdpa run transformers' stock sdpa, the project rows hw5's; the project
+    NLI rows compute only [CLS] in the last layer, the naive row and project-all-tokens every token.
+    Rows share one model, so each must undo the row before it."""
     from hw5.bench.core import ABLATIONS, PATHS, timed_pass
     from hw5.bench.work import nli_workload
     work = nli_workload(torch.device("cpu"), full=False, n=8)
     batch = work.make_batch([0, 1], 32)
-    for name, variant, width in [("project", PATHS["project"], 1), ("naive", PATHS["naive"], 32),
-                                 ("project", PATHS["project"], 1), ("project-all-tokens",
-                                                                    ABLATIONS["project-all-tokens"], 32)]:
-        timed_pass(work, name, variant, torch.device("cpu"))
+    rows = {**PATHS, **ABLATIONS}
+    for name, attention, width in [("naive", "sdpa", 32), ("project", "hw5", 1), ("naive", "sdpa", 32),
+                                   ("project", "hw5", 1), ("project-sdpa", "sdpa", 1),
+                                   ("project-all-tokens", "hw5", 32)]:
+        timed_pass(work, name, rows[name], torch.device("cpu"))
+        assert work.model.encoder.config._attn_implementation == attention, name
         assert work.model.encoder(**batch).last_hidden_state.shape[1] == width, name
 
 

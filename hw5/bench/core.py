@@ -69,7 +69,8 @@ class Variant:
 
 
 NAIVE = Variant(padding="max", precision="fp32", host_sync=True, fused=False, features=False, batch="naive",
-                cudnn_attention=True, pos_conv="conv", attention="sdpa", first_token=False)   # torch / transformers defaults
+                cudnn_attention=True, pos_conv="conv", attention="sdpa",
+                first_token=False)                    # torch / transformers defaults
 PROJECT = Variant(padding="bucket", precision="auto", host_sync=False, fused=True, features=True)
 PATHS = {"naive": NAIVE, "project": PROJECT, "ceiling": replace(PROJECT, padding="shape")}
 ABLATIONS = {                      # the project path minus (or plus) one optimization each

@@ -119,8 +119,9 @@ def first_token_forward(layer: nn.Module, hidden_states: torch.Tensor, attention
 
 def first_token_only(model: nn.Module, on: bool = True) -> None:
     """Make a BERT encoder's last layer compute position 0 ([CLS]) only, the one output a [CLS] head reads:
-    the same [CLS] vector and gradients for a fraction of that layer's work (keys and values only); last_hidden_state then
-    has length 1. The parameters and their names are unchanged; `on=False` restores the stock forward."""
+    the same [CLS] vector and gradients, with only that layer's keys and values computed for every token;
+    last_hidden_state then has length 1. The parameters and their names are unchanged; `on=False`
+    restores the stock forward."""
     last = encoder_layers(model)[-1]
     if not hasattr(last.attention, "self"):
         raise ValueError("first_token_only: needs a BERT-style encoder (layer.attention.self)")
