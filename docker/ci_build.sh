@@ -62,29 +62,17 @@ lint_dockerfile() {
     lap "hadolint $HADOLINT_VERSION: docker/Dockerfile clean"
 }
 
+# The engine is a service (docker/engine.sh): CI starts it before the tests, and the SLURM container
+# tests use it after this script. Started here only when nothing runs it, and then stopped at the end.
 start_engine() {
-    local state=$ROOT/engine pidfile=$ROOT/engine/dockerd.pid
-    mkdir -p "$state"
-    # an engine left by a killed earlier run of this script: stop it by its recorded PID
-    if [ -f "$pidfile" ] && kill -0 "$(cat "$pidfile")" 2>/dev/null; then
-        kill -TERM "$(cat "$pidfile")"; sleep 3
-    fi
-    export DOCKER_HOST=unix://$state/docker.sock
-    dockerd --data-root "$state/data" --exec-root "$state/exec" --pidfile "$pidfile" -H "$DOCKER_HOST" \
-        --iptables=false --ip6tables=false --bridge=none --storage-driver=overlay2 \
-        --default-ulimit "nofile=$(ulimit -Hn):$(ulimit -Hn)" >"$OUT/dockerd.log" 2>&1 &
-    DPID=$!
+    bash "$REPO/docker/engine.sh" status >/dev/null 2>&1 || { bash "$REPO/docker/engine.sh" start; OWN_ENGINE=1; }
+    eval "$(bash "$REPO/docker/engine.sh" env)"
     trap stop_engine EXIT
-    for _ in $(seq 120); do "$DOCKER" version >/dev/null 2>&1 && break; sleep 0.5; done
-    "$DOCKER" version >/dev/null 2>&1 || { tail -n 20 "$OUT/dockerd.log" >&2; die "dockerd did not start (log: $OUT/dockerd.log)"; }
-    lap "dockerd up (pid $DPID)"
+    lap "docker engine answers ($DOCKER_HOST)"
 }
 
 stop_engine() {
-    "$DOCKER" ps -aq 2>/dev/null | xargs -r "$DOCKER" rm -f >/dev/null 2>&1 || true
-    kill -TERM "$DPID" 2>/dev/null || true
-    wait "$DPID" 2>/dev/null || true
-    umount "$ROOT/engine/exec/netns/default" 2>/dev/null || true
+    [ "${OWN_ENGINE:-0}" = 1 ] && bash "$REPO/docker/engine.sh" stop >/dev/null 2>&1 || true
 }
 
 # The base tarball is cached under $ROOT/base, keyed by make_base.sh and the wheel, so reruns skip it.
@@ -110,22 +98,14 @@ ensure_base() {
 }
 
 build_image() {
-    local sha dirty version s
-    dirty=unknown   # unknown: no commit yet, or a copy of the tree without .git
-    if sha=$(git -C "$REPO" rev-parse --verify -q HEAD 2>/dev/null); then
-        dirty=$([ -n "$(git -C "$REPO" status --porcelain --untracked-files=no)" ] && echo true || echo false)
-    else
-        sha=unknown
-    fi
-    version=$(python3 -c 'import sys, tomllib; print(tomllib.load(open(sys.argv[1], "rb"))["project"]["version"])' "$REPO/pyproject.toml")
+    local s
     s=$(date +%s.%N)
-    DOCKER_BUILDKIT=1 "$DOCKER" build --progress=plain --network host -f "$REPO/docker/Dockerfile" -t "$IMG" \
-        --build-arg BASE_IMAGE="$BASE" --build-arg GIT_SHA="$sha" --build-arg GIT_DIRTY="$dirty" \
-        --build-arg VERSION="$version" "$REPO" >"$OUT/build.log" 2>&1 \
+    DOCKER=$DOCKER BASE_IMAGE=$BASE BUILD_ARGS="--progress=plain --network host" \
+        bash "$REPO/docker/build.sh" -t "$IMG" >"$OUT/build.log" 2>&1 \
         || { tail -n 30 "$OUT/build.log" >&2; die "docker build failed (log: $OUT/build.log)"; }
     TIMES[image_build_s]=$(since "$s")
-    EXPECTED_SHA=$sha
-    lap "docker build $IMG (git $sha, dirty=$dirty, version $version)"
+    EXPECTED_SHA=$(git -C "$REPO" rev-parse HEAD)
+    lap "docker build $IMG ($(tail -n 1 "$OUT/build.log"))"
 }
 
 # Runs one smoke experiment and checks that metrics.json landed in the mounted results folder.

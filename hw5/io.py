@@ -9,13 +9,11 @@ import os
 import platform
 import shutil
 import socket
-import subprocess
 import tempfile
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Iterator
 
-from hw5.config import REPO_ROOT
 from hw5.errors import StorageError
 
 
@@ -140,21 +138,6 @@ def checkpoint_root(override: str | os.PathLike | None = None) -> Path:
     return Path(override or os.environ.get("HW5_CHECKPOINT_DIR") or "checkpoints").expanduser()
 
 
-def git_sha() -> tuple[str | None, bool | None]:
-    """(sha, dirty) of the source tree; the image passes HW5_GIT_SHA since it has no .git."""
-    if os.environ.get("HW5_GIT_SHA"):
-        dirty = {"true": True, "false": False}.get(os.environ.get("HW5_GIT_DIRTY", ""))
-        return os.environ["HW5_GIT_SHA"], dirty
-    try:
-        sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO_ROOT, capture_output=True,
-                             text=True, timeout=10, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=REPO_ROOT,
-                               capture_output=True, text=True, timeout=10).stdout.strip() != ""
-        return sha, dirty
-    except (OSError, subprocess.SubprocessError):
-        return None, None
-
-
 def package_versions() -> dict[str, str]:
     from importlib.metadata import PackageNotFoundError, version
     out = {"python": platform.python_version()}
@@ -173,9 +156,13 @@ def slurm_ids() -> dict[str, str | None]:
 
 
 def provenance(device: str) -> dict:
-    sha, dirty = git_sha()
-    return {"git_sha": sha, "git_dirty": dirty, "versions": package_versions(), "device": device,
-            "host": socket.gethostname(), **slurm_ids(), "started": now_iso()}
+    """Which code ran (read from the code itself), in which container, on what, when."""
+    from hw5.identity import code_identity, container_identity
+    code = code_identity()
+    return {"git_sha": code["git_sha"], "git_dirty": code["git_dirty"],
+            "code": {"source": code["source"], "path": code["path"]}, "container": container_identity(),
+            "versions": package_versions(), "device": device, "host": socket.gethostname(), **slurm_ids(),
+            "started": now_iso()}
 
 
 def now_iso() -> str:

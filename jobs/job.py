@@ -219,7 +219,24 @@ def hand_over_to_submitit(handler, signal_delay_s: int) -> None:
     """Call submitit's USR2 handler: checkpoint() -> requeue -> sys.exit (nothing without one)."""
     if callable(handler):
         _judge_timeouts_by_time_left(handler, signal_delay_s)
+        _requeue_through_the_host(handler)
         handler(signal.SIGUSR2, None)
+
+
+def _requeue_through_the_host(handler) -> None:
+    """Inside the hw5 image there is no SLURM client to requeue with. The launcher then sets
+    HW5_REQUEUE_DIR: the job leaves a request file there instead, and the batch script requeues it
+    from the host once the step has ended (jobs/container.py's teardown lines)."""
+    folder, job_id = os.environ.get("HW5_REQUEUE_DIR"), os.environ.get("SLURM_JOB_ID")
+    env = getattr(getattr(handler, "__self__", None), "env", None)
+    if not folder or not job_id or env is None:
+        return
+
+    def leave_request(countdown: int) -> None:
+        from hw5.io import write_text_atomic
+        write_text_atomic(Path(folder) / job_id, f"requeue job {job_id}: {countdown} time-out(s) left\n")
+        _say(f"asked the host to requeue job {job_id} after this step (the image has no SLURM client)")
+    env._requeue = leave_request
 
 
 def _stop_training(signum, frame) -> None:
@@ -259,11 +276,15 @@ def _judge_timeouts_by_time_left(handler, signal_delay_s: int) -> None:
 
 
 def _seconds_left(job_id: str | None) -> int | None:
-    """squeue's time left (%L) of this job, in seconds; None when unknown (no SLURM, UNLIMITED)."""
+    """squeue's time left (%L) of this job, in seconds; None when unknown (no SLURM, UNLIMITED). Inside
+    the image, without squeue, from the end time the batch script read on the host (HW5_JOB_END)."""
     if not job_id:
         return None
-    from jobs.slurm_site import parse_seconds, run_command
+    from jobs.slurm_site import NOT_ANSWERED, parse_seconds, run_command
     code, out, _ = run_command(["squeue", "-h", "-j", job_id, "-o", "%L"], timeout=20)
+    end = os.environ.get("HW5_JOB_END", "")
+    if code == NOT_ANSWERED and end.isdigit():      # seconds since the epoch
+        return max(0, int(end) - int(time.time()))
     return parse_seconds(out) if code == 0 else None
 
 

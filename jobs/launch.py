@@ -31,7 +31,7 @@ from hw5.config import ConfigError, config_dict, load_grid  # noqa: E402
 from hw5.contract import data_fingerprint, run_key  # noqa: E402
 from hw5.errors import StorageError  # noqa: E402
 from hw5.io import check_room  # noqa: E402
-from jobs import slurm_site  # noqa: E402
+from jobs import container, slurm_site  # noqa: E402
 from jobs.job import RunSpec  # noqa: E402
 from jobs.ledger import Ledger  # noqa: E402
 from jobs.profiles import Profile, ProfileError, load_profile, wants_gpu  # noqa: E402
@@ -202,25 +202,53 @@ def submit(runs: list[TrackedRun], args: argparse.Namespace, ledger: Ledger, pro
         fail(f"{lanes} runs per GPU need packed jobs: add --pack N (N >= {lanes}) or set runs_per_job "
              f"in {profile.path}")
     keys = {run.id: run.key for run in todo}
-    shared = [REPO_ROOT, Path(args.results).resolve(), Path(args.checkpoints).resolve(),
-              Path(args.data_dir).expanduser().resolve()]
+    paths = container.JobPaths.of_launch(Path(args.results), Path(args.checkpoints),
+                                         Path(args.data_dir).expanduser(), Path(specs[0].config_path),
+                                         ledger.root / "requeue")
     if cluster != "slurm":
         if args.dry_run:
             print("dry run: nothing submitted")
             return 0
         return (run_locally if cluster == "local" else run_in_process)(make_packs(specs, runs_per_job), keys,
-                                                                       profile, ledger, shared, lanes)
-    arrays = plan_arrays(specs, profile, ledger, shared, runs_per_job, lanes)
+                                                                       profile, ledger, paths, lanes)
+    image = check_image(profile)
+    if image is None:
+        print("nothing submitted (the image check above)")
+        return 2
+    arrays = plan_arrays(specs, profile, ledger, paths, runs_per_job, lanes, image or None)
     code = show_and_check(arrays, profile, args)
     if code or args.dry_run:
         print("dry run: nothing submitted" if args.dry_run else "nothing submitted (fix the profile, or --no-preflight)")
         return code
     cancel_blocked(todo)
     try:
-        submit_to_slurm(arrays, keys, profile, ledger, shared)
+        submit_to_slurm(arrays, keys, profile, ledger, paths, image or None)
     except SubmissionRefused as exc:
         fail(str(exc), code=1)
     return 0
+
+
+def check_image(profile: Profile) -> "container.Image | bool | None":
+    """A container profile's image, read and checked against the checkout before anything is submitted:
+    the Image, or None after printing why it may not run (False: the profile runs no container)."""
+    c = profile.container
+    if c["kind"] == "none":
+        return False
+    try:
+        image = container.inspect_image(c, c["kind"])
+    except container.ContainerError as exc:
+        print(f"image: {exc}", file=sys.stderr)
+        return None
+    print(f"image: {image.describe()}; the job runs {image.run_as}")
+    problems = container.code_problems(image, c["code"], REPO_ROOT, profile.path, c["engine"])
+    if problems:
+        print("image check: the image may not run this checkout's jobs:", file=sys.stderr)
+        print("\n".join(f"  - {p}" for p in problems), file=sys.stderr)
+        return None
+    said = ("the checkout's code runs (container.code: checkout), on the image's stack" if c["code"] == "checkout"
+            else f"its revision is the checkout's HEAD ({image.revision[:12]}), both clean: the image's code runs")
+    print(f"image check: ok ({said})")
+    return image
 
 
 def show_and_check(arrays, profile: Profile, args: argparse.Namespace) -> int:

@@ -1,9 +1,9 @@
 """Cluster profiles (slurm/profiles/<name>.yaml) -> submitit executor settings.
 
 A profile says where jobs go (partition, account, QOS), what they get (GPUs, CPUs, memory, time),
-how many array tasks run at once, and how the project is importable on the node: the launcher's own
-venv python, a pyxis container (`srun --container-image`) or `apptainer exec --nv`. Every key is
-checked here; a typo is one error naming the file, the key and the fix.
+how many array tasks run at once, and how the project runs on the node: the launcher's own venv python,
+or the hw5 image through apptainer, pyxis or docker/podman (jobs/container.py composes those). Every
+key is checked here; a typo is one error naming the file, the key and the fix.
 """
 from __future__ import annotations
 
@@ -16,6 +16,8 @@ from pathlib import Path
 from typing import Any
 
 from hw5.config import ConfigError, parse_yaml
+from jobs.container import (CODE_SOURCES, DROPS_ENV, ENGINES, KINDS, Image, JobPaths, Step,
+                            containerized_step)
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 PROFILE_DIR = REPO_ROOT / "slurm" / "profiles"
@@ -27,8 +29,8 @@ DEFAULTS: dict[str, Any] = {
               "timeout_min": 60, "signal_delay_s": 90, "array_parallelism": 16, "max_num_timeout": 3,
               "constraint": None, "reservation": None, "exclusive": False, "mail_type": None,
               "mail_user": None, "job_name_prefix": "hw5", "setup": [], "additional_parameters": {}},
-    "container": {"kind": "none", "image": None, "mounts": [], "workdir": None, "python": None,
-                  "extra_args": []},
+    "container": {"kind": "none", "image": None, "engine": "docker", "code": "image", "mounts": [],
+                  "workdir": None, "python": None, "extra_args": []},
     "python": None,
     "runs_per_job": 1,
     "runs_per_gpu": 1,
@@ -42,11 +44,10 @@ TYPES: dict[str, Any] = {
     "signal_delay_s": int, "array_parallelism": int, "max_num_timeout": int, "constraint": str,
     "reservation": str, "exclusive": bool, "mail_type": str, "mail_user": str, "job_name_prefix": str,
     "setup": list, "additional_parameters": dict,
-    "kind": str, "image": str, "mounts": list, "workdir": str, "extra_args": list,
+    "kind": str, "image": str, "engine": str, "code": str, "mounts": list, "workdir": str, "extra_args": list,
     "python": str, "env": dict, "max_parallel": int, "runs_per_job": int,
     "runs_per_gpu": int,
 }
-CONTAINER_KINDS = ("none", "pyxis", "apptainer")
 GPU_FLAGS = ("gpus-per-node", "gres", "gpus")   # how the GPU request is spelled to sbatch
 
 
@@ -74,7 +75,7 @@ def available_profiles() -> list[str]:
 def profile_path(name_or_path: str) -> Path:
     """A profile name (slurm/profiles/<name>.yaml) or a path to a YAML file."""
     candidate = Path(name_or_path)
-    if candidate.suffix in (".yaml", ".yml") or candidate.exists():
+    if candidate.suffix in (".yaml", ".yml") or candidate.is_file():
         return candidate
     return PROFILE_DIR / f"{name_or_path}.yaml"
 
@@ -89,11 +90,7 @@ def load_profile(name_or_path: str) -> Profile:
     except ConfigError as exc:
         raise ProfileError(str(exc)) from None
     merged = _merge(path, "", copy.deepcopy(DEFAULTS), data)
-    kind = merged["container"]["kind"]
-    if kind not in CONTAINER_KINDS:
-        raise ProfileError(f"{path}: container.kind is '{kind}', expected one of {', '.join(CONTAINER_KINDS)}")
-    if kind != "none" and not merged["container"]["image"]:
-        raise ProfileError(f"{path}: container.kind '{kind}' needs container.image (an image file or URI)")
+    _check_container(path, merged["container"])
     _check_slurm(path, merged["slurm"])
     if merged["local"]["max_parallel"] < 1:
         raise ProfileError(f"{path}: local.max_parallel must be >= 1")
@@ -102,6 +99,20 @@ def load_profile(name_or_path: str) -> Profile:
     if merged["runs_per_gpu"] < 1:
         raise ProfileError(f"{path}: runs_per_gpu must be >= 1 (1: a pack's runs one after the other)")
     return Profile(name=path.stem, path=path.resolve(), **merged)
+
+
+def _check_container(path: Path, c: dict) -> None:
+    for key, allowed in (("kind", KINDS), ("engine", ENGINES), ("code", CODE_SOURCES)):
+        if c[key] not in allowed:
+            raise ProfileError(f"{path}: container.{key} is '{c[key]}', expected one of {', '.join(allowed)}")
+    if c["kind"] != "none" and not c["image"]:
+        raise ProfileError(f"{path}: container.kind '{c['kind']}' needs container.image (a .sif or .sqsh file, "
+                           "or a docker image name)")
+    dropped = [a for a in map(str, c["extra_args"]) if a in DROPS_ENV or a.startswith(("--cleanenv=", "--containall="))]
+    if c["kind"] == "apptainer" and dropped:
+        raise ProfileError(f"{path}: container.extra_args has {dropped[0]}, which drops the host environment and "
+                           "with it SLURM_* and SUBMITIT_*, which the job needs; remove it (the launcher passes "
+                           "what it sets explicitly, so the image's ENV cannot shadow it)")
 
 
 def _check_slurm(path: Path, s: dict) -> None:
@@ -145,7 +156,7 @@ def _merge(path: Path, where: str, defaults: dict, data: Any) -> dict:
 
 
 def job_environment(profile: Profile, repo_root: Path) -> dict[str, str]:
-    """Variables every job exports: the repo importable, plus the profile's env (e.g. hub offline)."""
+    """Variables a job without a container exports: the checkout importable, plus the profile's env."""
     # the checkout is quoted (a path with a space or ';' stays one word); the expansion stays live
     env = {"PYTHONPATH": shlex.quote(str(repo_root)) + '"${PYTHONPATH:+:$PYTHONPATH}"'}
     env.update({str(k): str(v) for k, v in profile.env.items()})
@@ -153,7 +164,7 @@ def job_environment(profile: Profile, repo_root: Path) -> dict[str, str]:
 
 
 def setup_lines(profile: Profile, repo_root: Path) -> list[str]:
-    """Shell lines run before the job's python starts (in sbatch, or the local executor's shell)."""
+    """Shell lines run before a bare job's python starts (in sbatch, or the local executor's shell)."""
     lines = [str(line) for line in profile.slurm["setup"]]
     for key, value in job_environment(profile, repo_root).items():
         # PYTHONPATH is quoted above with its ${...} expansion; profile values are quoted literally
@@ -162,50 +173,33 @@ def setup_lines(profile: Profile, repo_root: Path) -> list[str]:
     return lines
 
 
-def container_mounts(profile: Profile, paths: list[Path]) -> list[str]:
-    """host:container bind mounts: the repo and results at the same path, plus the profile's."""
-    resolved = list(dict.fromkeys(p.resolve() for p in paths))
-    # a folder inside another one (results/ in the checkout) is visible through its parent's mount
-    outer = [p for p in resolved if not any(q != p and q in p.parents for q in resolved)]
-    return [f"{p}:{p}" for p in outer] + [str(m) for m in profile.container["mounts"]]
-
-
-def python_command(profile: Profile, shared_paths: list[Path], repo_root: Path) -> str:
-    """The shell command that starts python on the node (submitit's `python=`)."""
+def job_step(profile: Profile, paths: JobPaths, repo_root: Path, image: Image | None) -> Step:
+    """How a SLURM job of this profile starts its step: bare, or in the image (`image` as inspected)."""
     c = profile.container
-    if c["kind"] == "apptainer":
-        binds = ",".join(container_mounts(profile, shared_paths))
-        args = ["apptainer", "exec", "--nv", "--bind", binds, "--pwd", c["workdir"] or str(repo_root),
-                *map(str, c["extra_args"]), c["image"], c["python"] or "python"]
-        return shlex.join(args)
-    if c["kind"] == "pyxis":
-        return shlex.quote(c["python"] or "python")   # the image's python; srun_args select the image
-    return profile.python or shlex.quote(sys.executable)
+    if c["kind"] == "none":
+        return Step(profile.python or shlex.quote(sys.executable), setup=tuple(setup_lines(profile, repo_root)))
+    if image is None:
+        raise ProfileError(f"{profile.path}: container.kind '{c['kind']}' needs its image inspected first")
+    env = {str(k): str(v) for k, v in profile.env.items()}
+    step = containerized_step(c, env, wants_gpu(profile), paths, repo_root, image)
+    return Step(step.python, step.srun_args, tuple(map(str, profile.slurm["setup"])) + step.setup, step.teardown)
 
 
-def srun_args(profile: Profile, shared_paths: list[Path], repo_root: Path) -> list[str]:
-    c = profile.container
-    if c["kind"] != "pyxis":
-        return []
-    return [f"--container-image={c['image']}",
-            f"--container-mounts={','.join(container_mounts(profile, shared_paths))}",
-            f"--container-workdir={c['workdir'] or repo_root}", *map(str, c["extra_args"])]
-
-
-def executor_settings(profile: Profile, cluster: str, shared_paths: list[Path],
-                      repo_root: Path = REPO_ROOT) -> tuple[dict, dict]:
+def executor_settings(profile: Profile, cluster: str, paths: JobPaths, repo_root: Path = REPO_ROOT,
+                      image: Image | None = None) -> tuple[dict, dict]:
     """(AutoExecutor constructor kwargs, update_parameters kwargs) for `cluster`; pure, testable."""
     s = profile.slurm
-    python = python_command(profile, shared_paths, repo_root)
-    setup = setup_lines(profile, repo_root)
     if cluster != "slurm":
         # local/debug: this machine's python; only the time limit and env carry over
         return ({"local_python": shlex.quote(sys.executable)} if cluster == "local" else {},
-                {"timeout_min": int(profile.local["timeout_min"]), "local_setup": setup})
+                {"timeout_min": int(profile.local["timeout_min"]), "local_setup": setup_lines(profile, repo_root)})
+    step = job_step(profile, paths, repo_root, image)
     params = {"timeout_min": int(s["timeout_min"]), "cpus_per_task": s["cpus_per_task"],
               "mem_gb": s["mem_gb"], "slurm_signal_delay_s": s["signal_delay_s"],
-              "slurm_array_parallelism": s["array_parallelism"], "slurm_setup": setup,
-              "slurm_srun_args": srun_args(profile, shared_paths, repo_root)}
+              "slurm_array_parallelism": s["array_parallelism"], "slurm_setup": list(step.setup),
+              "slurm_srun_args": list(step.srun_args)}
+    if step.teardown:
+        params["slurm_teardown"] = list(step.teardown)
     extra = dict(gpu_request(s))
     for key in ("partition", "account", "qos", "constraint", "mail_type", "mail_user"):
         if s[key]:
@@ -217,7 +211,7 @@ def executor_settings(profile: Profile, cluster: str, shared_paths: list[Path],
     extra.update(s["additional_parameters"])   # sbatch options by name, '_' for '-': {nodelist: n1}
     if extra:
         params["slurm_additional_parameters"] = extra
-    return {"slurm_python": python, "slurm_max_num_timeout": s["max_num_timeout"]}, params
+    return {"slurm_python": step.python, "slurm_max_num_timeout": s["max_num_timeout"]}, params
 
 
 def gpu_request(s: dict) -> dict:
@@ -245,9 +239,9 @@ def compact_seeds(seeds: list[int]) -> str:
     return ",".join(map(str, ordered))
 
 
-def make_executor(profile: Profile, cluster: str, folder: Path, shared_paths: list[Path]):
+def make_executor(profile: Profile, cluster: str, folder: Path, paths: JobPaths, image: Image | None = None):
     import submitit   # only the launcher needs it; `--help` and profile checks work without
-    ctor, params = executor_settings(profile, cluster, shared_paths)
+    ctor, params = executor_settings(profile, cluster, paths, image=image)
     executor = submitit.AutoExecutor(folder=folder, cluster=cluster, **ctor)
     executor.update_parameters(name=profile.slurm["job_name_prefix"], **params)
     return executor

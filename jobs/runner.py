@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from jobs import ledger as ledger_mod
+from jobs.container import Image, JobPaths
 from jobs.job import Job, RunSpec
 from jobs.ledger import Ledger, Record, now_iso
 from jobs.profiles import Profile, job_name, make_executor
@@ -59,10 +60,10 @@ def make_packs(specs: list[RunSpec], runs_per_job: int) -> list[list[RunSpec]]:
     return packs
 
 
-def plan_arrays(specs: list[RunSpec], profile: Profile, ledger: Ledger, shared: list[Path],
-                runs_per_job: int = 1, lanes: int = 1) -> list[Array]:
+def plan_arrays(specs: list[RunSpec], profile: Profile, ledger: Ledger, paths: JobPaths,
+                runs_per_job: int = 1, lanes: int = 1, image: Image | None = None) -> list[Array]:
     """One array per experiment (per task when runs are packed), each with its sbatch script rendered."""
-    executor = make_executor(profile, "slurm", ledger.submitit_folder, shared)
+    executor = make_executor(profile, "slurm", ledger.submitit_folder, paths, image)
     groups: dict[str, list[list[RunSpec]]] = {}
     for pack in make_packs(specs, runs_per_job):
         group = pack[0].experiment if runs_per_job <= 1 else f"{(pack[0].config or {}).get('task', 'runs')}-packed"
@@ -103,9 +104,11 @@ def sbatch_request(script: str) -> list[str]:
 
 
 def submit_to_slurm(arrays: list[Array], keys: dict, profile: Profile, ledger: Ledger,
-                    shared: list[Path]) -> None:
+                    paths: JobPaths, image: Image | None = None) -> None:
     """Submit each array (recorded as soon as sbatch accepts it); does not wait."""
-    executor = make_executor(profile, "slurm", ledger.submitit_folder, shared)
+    if paths.requeue is not None:
+        paths.requeue.mkdir(parents=True, exist_ok=True)   # where a containerized job asks for its requeue
+    executor = make_executor(profile, "slurm", ledger.submitit_folder, paths, image)
     for array in arrays:
         executor.update_parameters(name=array.name, slurm_array_parallelism=array.parallelism)
         before = _loose_files(ledger)
@@ -165,9 +168,9 @@ def pack_label(pack: list[RunSpec]) -> str:
 
 
 def run_locally(packs: list[list[RunSpec]], keys: dict, profile: Profile, ledger: Ledger,
-                shared: list[Path], lanes: int = 1) -> int:
+                paths: JobPaths, lanes: int = 1) -> int:
     """Local processes (one per pack), at most profile.local.max_parallel at once; waits and summarises."""
-    executor = make_executor(profile, "local", ledger.submitit_folder, shared)
+    executor = make_executor(profile, "local", ledger.submitit_folder, paths)
     limit, queue, running, failed = profile.local["max_parallel"], list(packs), {}, []
     started, beat = time.time(), time.time()
     total = sum(len(pack) for pack in packs)
@@ -211,9 +214,9 @@ def _report_local(record: Record, seconds: float) -> bool:
 
 
 def run_in_process(packs: list[list[RunSpec]], keys: dict, profile: Profile, ledger: Ledger,
-                   shared: list[Path], lanes: int = 1) -> int:
+                   paths: JobPaths, lanes: int = 1) -> int:
     """submitit's DebugExecutor: every pack in this process, one after the other (pdb on errors)."""
-    executor = make_executor(profile, "debug", ledger.submitit_folder, shared)
+    executor = make_executor(profile, "debug", ledger.submitit_folder, paths)
     failed = 0
     for pack in packs:
         print(f"running {pack_label(pack)} in this process", flush=True)
