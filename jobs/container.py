@@ -210,8 +210,11 @@ class JobPaths:
         return cls(results.resolve(), checkpoints.resolve(), data.resolve(),
                    experiments.resolve() if experiments else None, requeue, caches)
 
-    def all(self) -> list[Path]:
-        return [self.results, self.checkpoints, self.data, *self.caches]
+    def make_writable_folders(self) -> None:
+        """Create what the job writes, as the submitting user: a runtime would create a missing bind
+        source itself (docker as root) or refuse it (apptainer)."""
+        for folder in (self.results, self.checkpoints, *self.caches, *([self.requeue] if self.requeue else [])):
+            folder.mkdir(parents=True, exist_ok=True)
 
 
 def binds(paths: JobPaths, mounts: list, checkout: Path | None) -> list[Bind]:

@@ -106,8 +106,8 @@ def sbatch_request(script: str) -> list[str]:
 def submit_to_slurm(arrays: list[Array], keys: dict, profile: Profile, ledger: Ledger,
                     paths: JobPaths, image: Image | None = None) -> None:
     """Submit each array (recorded as soon as sbatch accepts it); does not wait."""
-    if paths.requeue is not None:
-        paths.requeue.mkdir(parents=True, exist_ok=True)   # where a containerized job asks for its requeue
+    if image is not None:
+        paths.make_writable_folders()
     executor = make_executor(profile, "slurm", ledger.submitit_folder, paths, image)
     for array in arrays:
         executor.update_parameters(name=array.name, slurm_array_parallelism=array.parallelism)
