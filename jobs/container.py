@@ -2,24 +2,27 @@
 whether the image holds the checkout's code. Pure composition plus the image inspection; profiles.py
 puts it into submitit's settings, launch.py runs the check before anything is submitted.
 
-The kinds (profile `container.kind`):
-- apptainer: `srun apptainer exec [--nv] --bind ... IMAGE python ...`; apptainer's starter forwards
-  srun's signals to Python.
-- pyxis: `srun --container-image=IMAGE ... python ...`; the step's task is Python inside the image.
-- docker (engine docker or podman): the container is the engine's child, not the job's, so the step
-  is slurm/docker_step.sh, which names the container after the job, runs it as the submitting user
-  with the job's GPUs and memory, forwards signals and removes it when the step ends or is killed.
+The kinds (profile `container.kind`), each started by srun from the batch script's `hw5_step`:
+- apptainer: `srun apptainer exec [--nv] --bind ... IMAGE python ...`;
+- pyxis: `srun --container-image=IMAGE ... python ...` (the step's task is Python in the image);
+- docker (engine docker or podman): a container is the engine's child, not the job's, so the step is
+  slurm/docker_step.sh, which names it after the job, runs it as the submitting user with the job's
+  GPUs and memory, forwards signals and removes it when the step ends or is killed.
 
 The rules, one for every kind:
 - Code (`container.code`): `image` (default) runs the hw5 installed in the image, never the checkout
-  (no checkout bind, PYTHONPATH unset, the working directory the image's, user site-packages off);
+  (no checkout bind, PYTHONPATH unset, the image's working directory, user site-packages off);
   preflight refuses an image whose revision is not the checkout's HEAD, or either side dirty.
   `checkout` binds the checkout and puts it first on the path.
 - Environment: what the launcher sets goes in by each runtime's explicit way (APPTAINERENV_*,
   --container-env, -e NAME), so the image's ENV cannot shadow it. SLURM_* and SUBMITIT_*, which the
   job needs, go in too: apptainer and pyxis pass the host's environment (options that drop it are
   refused), docker_step.sh names each one.
-- Requeue: an image has no SLURM client. The job writes a request file (jobs/job.py) and the batch
+- Signals: SLURM's USR2 (time limit, preemption) goes to the batch shell alone (`--signal=B:USR2`),
+  which waits on the step and passes it on: to Python's pid for apptainer, through srun otherwise.
+  Signalled directly, every process of an apptainer step would get it, and its FUSE helper
+  (squashfuse, which serves the image's files) dies of it, taking the job down with a bus error.
+- Requeue: an image has no SLURM client. The job leaves a request file (jobs/job.py) and the batch
   script requeues the job from the host once the step has ended (`teardown_lines`).
 """
 from __future__ import annotations
@@ -44,7 +47,7 @@ CODE_PATHS = ("hw5", ":(glob)jobs/*.py", "pyproject.toml", "constraints/gpu.txt"
 # Variables the launcher sets for a job (from its environment, the profile and this module), passed into
 # the container by name where set.
 PASSED = ("HF_HOME", "HF_HUB_OFFLINE", "HW5_DATA_DIR", "HW5_CACHE_DIR", "HW5_CHECKPOINT_DIR",
-          "HW5_NUM_THREADS", "OMP_NUM_THREADS", "PYTHONNOUSERSITE", "HW5_REQUEUE_DIR", "HW5_JOB_END",
+          "HW5_NUM_THREADS", "OMP_NUM_THREADS", "PYTHONNOUSERSITE", "HW5_STEP_DIR", "HW5_JOB_END",
           *CONTAINER_VARS.values())
 # apptainer options that drop the host's environment, and with it SLURM_* and SUBMITIT_*
 DROPS_ENV = ("--cleanenv", "-e", "--containall", "-C")
@@ -199,21 +202,21 @@ class JobPaths:
     checkpoints: Path
     data: Path
     experiments: Path | None = None     # the grid file (read for the job's "YAML changed" note)
-    requeue: Path | None = None         # where a containerized job asks for its requeue
+    steps: Path | None = None           # where a containerized job notes its pid and asks for its requeue
     caches: tuple[Path, ...] = ()       # HW5_CACHE_DIR, HF_HOME: where the launcher's environment sets them
 
     @classmethod
     def of_launch(cls, results: Path, checkpoints: Path, data: Path, experiments: Path | None,
-                  requeue: Path | None) -> "JobPaths":
+                  steps: Path | None) -> "JobPaths":
         caches = tuple(Path(os.environ[v]).expanduser().resolve() for v in ("HW5_CACHE_DIR", "HF_HOME")
                        if os.environ.get(v))
         return cls(results.resolve(), checkpoints.resolve(), data.resolve(),
-                   experiments.resolve() if experiments else None, requeue, caches)
+                   experiments.resolve() if experiments else None, steps, caches)
 
     def make_writable_folders(self) -> None:
         """Create what the job writes, as the submitting user: a runtime would create a missing bind
         source itself (docker as root) or refuse it (apptainer)."""
-        for folder in (self.results, self.checkpoints, *self.caches, *([self.requeue] if self.requeue else [])):
+        for folder in (self.results, self.checkpoints, *self.caches, *([self.steps] if self.steps else [])):
             folder.mkdir(parents=True, exist_ok=True)
 
 
@@ -239,11 +242,11 @@ def passed_names(profile_env: dict, code: str) -> list[str]:
     return list(dict.fromkeys(names))
 
 
-def job_variables(image: Image, code: str, requeue_dir: Path, checkout: Path) -> dict[str, str]:
+def job_variables(image: Image, code: str, steps_dir: Path, checkout: Path) -> dict[str, str]:
     """What the batch script exports for a containerized step (literal values)."""
     env = {CONTAINER_VARS["kind"]: image.kind, CONTAINER_VARS["image"]: image.reference,
            CONTAINER_VARS["id"]: image.id or "", CONTAINER_VARS["revision"]: image.revision or "",
-           "HW5_REQUEUE_DIR": str(requeue_dir), "PYTHONNOUSERSITE": "1"}
+           "HW5_STEP_DIR": str(steps_dir), "PYTHONNOUSERSITE": "1"}
     if code == "checkout":
         env["PYTHONPATH"] = str(checkout)
     return env
@@ -254,7 +257,7 @@ def setup_lines(kind: str, names: list[str], variables: dict[str, str], code: st
     lines = [f"export {key}={shlex.quote(value)}" for key, value in variables.items()]
     if code == "image":
         lines.append("unset PYTHONPATH   # the image's hw5 runs, never a checkout on the host's path")
-    lines += ['rm -f "$HW5_REQUEUE_DIR/$SLURM_JOB_ID"   # a request left by an attempt killed before its end',
+    lines += ['rm -f "$HW5_STEP_DIR/$SLURM_JOB_ID".*   # notes left by an attempt killed before its end',
               # the time limit's end, for telling a time-out from a preemption where squeue is missing
               'hw5_end=$(squeue -h -j "$SLURM_JOB_ID" -o %e 2>/dev/null || true)',
               'case $hw5_end in [0-9]*) export HW5_JOB_END="$(date -d "$hw5_end" +%s)" ;; esac']
@@ -264,10 +267,28 @@ def setup_lines(kind: str, names: list[str], variables: dict[str, str], code: st
     return lines
 
 
+def step_function(kind: str, srun_args: list[str], command: list[str]) -> list[str]:
+    """`hw5_step`, the batch script's step: srun in the background and a `wait` that a signal can
+    interrupt (a shell runs no trap while a foreground command runs), so SLURM's USR2, sent to this
+    shell alone, is passed on while the step runs."""
+    if kind == "apptainer":     # Python's own pid (no PID namespace): not the FUSE helper beside it
+        notify = ('kill -USR2 "$(cat "$HW5_STEP_DIR/$SLURM_JOB_ID.pid" 2>/dev/null)" 2>/dev/null '
+                  '|| echo "hw5: USR2 came before the step\'s Python started; not passed on"')
+    else:                       # srun relays it to the step's processes (docker_step.sh / Python)
+        notify = 'kill -USR2 "$hw5_srun"'
+    return [f"hw5_usr2() {{ echo \"hw5: USR2 reached the batch shell; passing it to the step\"; {notify}; }}",
+            "hw5_step() {",
+            f'  srun --unbuffered {shlex.join([*srun_args, *command])} "$@" &',
+            "  hw5_srun=$!",
+            "  trap hw5_usr2 USR2",
+            '  while :; do wait "$hw5_srun"; hw5_rc=$?; kill -0 "$hw5_srun" 2>/dev/null || return "$hw5_rc"; done',
+            "}"]
+
+
 def teardown_lines() -> list[str]:
     """After the step, on the host: requeue when the job asked for it (it has no scontrol inside)."""
-    return ['if [ -f "$HW5_REQUEUE_DIR/$SLURM_JOB_ID" ]; then',
-            '  rm -f "$HW5_REQUEUE_DIR/$SLURM_JOB_ID"',
+    return ['if [ -f "$HW5_STEP_DIR/$SLURM_JOB_ID.requeue" ]; then',
+            '  rm -f "$HW5_STEP_DIR/$SLURM_JOB_ID.requeue"',
             '  echo "hw5: the step checkpointed and asked for a requeue; requeueing job $SLURM_JOB_ID from the host"',
             '  scontrol requeue "$SLURM_JOB_ID"',
             'fi']
@@ -275,43 +296,45 @@ def teardown_lines() -> list[str]:
 
 @dataclass(frozen=True)
 class Step:
-    """How a job's step is started: submitit's `python`, srun's extra options, batch-script lines."""
+    """How a job's step is started: submitit's `python` (with or without srun around it), the
+    signal SLURM sends before the end, and lines of the batch script before and after."""
     python: str
-    srun_args: tuple[str, ...] = ()
     setup: tuple[str, ...] = ()
     teardown: tuple[str, ...] = ()
+    use_srun: bool = True            # False: `python` is the batch script's own hw5_step, which calls srun
+    signal: str | None = None        # sbatch --signal value; None: submitit's USR2@delay to the step
 
 
 def containerized_step(container: dict, profile_env: dict, gpus: bool, paths: JobPaths, repo_root: Path,
-                       image: Image) -> Step:
+                       image: Image, signal_delay_s: int) -> Step:
     """The step of a job in the image, for the profile's container section (kind apptainer, pyxis, docker)."""
     kind, code = container["kind"], container["code"]
     checkout = repo_root.resolve() if code == "checkout" else None
     mounts = binds(paths, container["mounts"], checkout)
     names = passed_names(profile_env, code)
     workdir = container["workdir"] or (str(checkout) if checkout else IMAGE_WORKDIR)
-    variables = job_variables(image, code, paths.requeue or paths.results / ".launch" / "requeue", repo_root)
+    variables = job_variables(image, code, paths.steps or paths.results / ".launch" / "steps", repo_root)
     setup = [f"export {k}={shlex.quote(str(v))}" for k, v in profile_env.items()]
     setup += setup_lines(kind, names, variables, code)
-    python = step_command(container, kind, image, mounts, names, gpus, workdir, repo_root)
+    command = runtime_command(container, kind, image, mounts, names, gpus, workdir, repo_root)
     srun = pyxis_srun_args(container, image, mounts, names, workdir) if kind == "pyxis" else []
-    return Step(python, tuple(srun), tuple(setup), tuple(teardown_lines()))
+    setup += step_function(kind, srun, command)
+    return Step("hw5_step", tuple(setup), tuple(teardown_lines()), use_srun=False,
+                signal=f"B:USR2@{signal_delay_s}")
 
 
-def step_command(container: dict, kind: str, image: Image, mounts: list[Bind], names: list[str],
-                 gpus: bool, workdir: str, repo_root: Path) -> str:
-    """The command srun starts (submitit's `python`; it appends `-u -m submitit.core._submit FOLDER`)."""
+def runtime_command(container: dict, kind: str, image: Image, mounts: list[Bind], names: list[str],
+                    gpus: bool, workdir: str, repo_root: Path) -> list[str]:
+    """What srun starts, up to the image's python (submitit appends `-u -m submitit.core._submit DIR`)."""
     extra, python = [str(a) for a in container["extra_args"]], container["python"] or "python"
     if kind == "apptainer":
-        args = ["apptainer", "exec", *(["--nv"] if gpus else []),
-                "--bind", ",".join(b.spec() for b in mounts), "--pwd", workdir, *extra, image.run_as, python]
-    elif kind == "docker":
-        args = [str(repo_root / STEP_SCRIPT), container["engine"], "gpus" if gpus else "nogpus",
+        return ["apptainer", "exec", *(["--nv"] if gpus else []), "--bind", ",".join(b.spec() for b in mounts),
+                "--pwd", workdir, *extra, image.run_as, python]
+    if kind == "docker":
+        return [str(repo_root / STEP_SCRIPT), container["engine"], "gpus" if gpus else "nogpus",
                 *[a for name in names for a in ("-e", name)], *[a for b in mounts for a in ("-v", b.spec())],
                 "-w", workdir, *extra, image.run_as, python]
-    else:
-        return shlex.quote(python)     # pyxis: srun's --container-image puts the step in the image
-    return shlex.join(args)
+    return [python]         # pyxis: srun's --container-image puts the step in the image
 
 
 def pyxis_srun_args(container: dict, image: Image, mounts: list[Bind], names: list[str], workdir: str) -> list[str]:

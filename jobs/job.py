@@ -85,6 +85,7 @@ class Job(submitit.helpers.Checkpointable):
         _say(f"{self!r} starting on {socket.gethostname()} (slurm job {os.environ.get('SLURM_JOB_ID', '-')}, "
              f"restart {os.environ.get('SLURM_RESTART_COUNT', '0')})")
         hw5.train.STOP.clear()   # a DebugExecutor runs several jobs in one process
+        _note_pid_for_the_host()
         if self.lanes > 1 and len(self.specs) > 1:
             return self._in_lanes(book)
         submitit_handler = signal.getsignal(signal.SIGUSR2)
@@ -223,18 +224,27 @@ def hand_over_to_submitit(handler, signal_delay_s: int) -> None:
         handler(signal.SIGUSR2, None)
 
 
+def _note_pid_for_the_host() -> None:
+    """In the image, the batch script passes SLURM's USR2 to this pid (jobs/container.py: apptainer's
+    step has other processes, which the signal must not reach)."""
+    folder, job_id = os.environ.get("HW5_STEP_DIR"), os.environ.get("SLURM_JOB_ID")
+    if folder and job_id:
+        from hw5.io import write_text_atomic
+        write_text_atomic(Path(folder) / f"{job_id}.pid", f"{os.getpid()}\n")
+
+
 def _requeue_through_the_host(handler) -> None:
     """Inside the hw5 image there is no SLURM client to requeue with. The launcher then sets
-    HW5_REQUEUE_DIR: the job leaves a request file there instead, and the batch script requeues it
+    HW5_STEP_DIR: the job leaves a request file there instead, and the batch script requeues it
     from the host once the step has ended (jobs/container.py's teardown lines)."""
-    folder, job_id = os.environ.get("HW5_REQUEUE_DIR"), os.environ.get("SLURM_JOB_ID")
+    folder, job_id = os.environ.get("HW5_STEP_DIR"), os.environ.get("SLURM_JOB_ID")
     env = getattr(getattr(handler, "__self__", None), "env", None)
     if not folder or not job_id or env is None:
         return
 
     def leave_request(countdown: int) -> None:
         from hw5.io import write_text_atomic
-        write_text_atomic(Path(folder) / job_id, f"requeue job {job_id}: {countdown} time-out(s) left\n")
+        write_text_atomic(Path(folder) / f"{job_id}.requeue", f"requeue job {job_id}: {countdown} time-out(s) left\n")
         _say(f"asked the host to requeue job {job_id} after this step (the image has no SLURM client)")
     env._requeue = leave_request
 

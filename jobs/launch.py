@@ -204,7 +204,7 @@ def submit(runs: list[TrackedRun], args: argparse.Namespace, ledger: Ledger, pro
     keys = {run.id: run.key for run in todo}
     paths = container.JobPaths.of_launch(Path(args.results), Path(args.checkpoints),
                                          Path(args.data_dir).expanduser(), Path(specs[0].config_path),
-                                         ledger.root / "requeue")
+                                         ledger.root / "steps")
     if cluster != "slurm":
         if args.dry_run:
             print("dry run: nothing submitted")

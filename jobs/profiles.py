@@ -8,6 +8,7 @@ key is checked here; a typo is one error naming the file, the key and the fix.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import difflib
 import shlex
 import sys
@@ -181,8 +182,8 @@ def job_step(profile: Profile, paths: JobPaths, repo_root: Path, image: Image | 
     if image is None:
         raise ProfileError(f"{profile.path}: container.kind '{c['kind']}' needs its image inspected first")
     env = {str(k): str(v) for k, v in profile.env.items()}
-    step = containerized_step(c, env, wants_gpu(profile), paths, repo_root, image)
-    return Step(step.python, step.srun_args, tuple(map(str, profile.slurm["setup"])) + step.setup, step.teardown)
+    step = containerized_step(c, env, wants_gpu(profile), paths, repo_root, image, profile.slurm["signal_delay_s"])
+    return dataclasses.replace(step, setup=tuple(map(str, profile.slurm["setup"])) + step.setup)
 
 
 def executor_settings(profile: Profile, cluster: str, paths: JobPaths, repo_root: Path = REPO_ROOT,
@@ -196,11 +197,14 @@ def executor_settings(profile: Profile, cluster: str, paths: JobPaths, repo_root
     step = job_step(profile, paths, repo_root, image)
     params = {"timeout_min": int(s["timeout_min"]), "cpus_per_task": s["cpus_per_task"],
               "mem_gb": s["mem_gb"], "slurm_signal_delay_s": s["signal_delay_s"],
-              "slurm_array_parallelism": s["array_parallelism"], "slurm_setup": list(step.setup),
-              "slurm_srun_args": list(step.srun_args)}
+              "slurm_array_parallelism": s["array_parallelism"], "slurm_setup": list(step.setup)}
     if step.teardown:
         params["slurm_teardown"] = list(step.teardown)
+    if not step.use_srun:
+        params["slurm_use_srun"] = False
     extra = dict(gpu_request(s))
+    if step.signal:
+        extra["signal"] = step.signal
     for key in ("partition", "account", "qos", "constraint", "mail_type", "mail_user"):
         if s[key]:
             params[f"slurm_{key}"] = s[key]

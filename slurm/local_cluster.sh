@@ -27,7 +27,13 @@
 #   SLURM_DB_PORT [3307 | 3308]    loopback TCP port of the private MariaDB
 #   SLURM_CGROUPS [0 | auto]       1: enforce --mem/cores/devices with cgroup v1 (host must allow it);
 #                                  auto: 1 when the host mounts cgroup v1 memory + devices controllers
+#   SLURM_APPTAINER [0]            1: give the node an `apptainer` (TEST ONLY, see apptainer_node below):
+#                                  Debian sid's real apptainer in a root filesystem, entered through
+#                                  slurm/apptainer_shim.sh, installed as /usr/local/bin/apptainer
+#   SLURM_APPTAINER_ROOT [/tmp/hw5-apptainer/rootfs]   that root filesystem (made once, ~20 s)
+#   SLURM_APPTAINER_BINDS [/tmp:/home:/work:/srv:/mnt:/scratch]   host folders visible to apptainer
 set -euo pipefail
+HERE=$(cd "$(dirname "$0")" && pwd)
 
 FLAVOUR=${SLURM_FLAVOUR:-default}
 case "$FLAVOUR" in
@@ -188,6 +194,37 @@ setup_accounting() {
   say "accounting: default account nobudget (MaxSubmitJobs=0), hw5lab allowed on a100, otherlab not; QOS gpuonly"
 }
 
+# A node-side `apptainer` for the jobs (SLURM_APPTAINER=1), test only. Debian 12 does not package
+# apptainer; Debian sid does. Its rootfs comes from the host's own Debian mirror (mmdebstrap), and the
+# shim enters it for each call (see slurm/apptainer_shim.sh for why each piece is there):
+#   - sudo with a NOPASSWD rule for the shim alone: a user's job needs root to enter a mount namespace;
+#   - /dev/fuse world-usable, as on a Debian node (0666), so apptainer mounts a SIF with squashfuse
+#     instead of unpacking it on every run.
+apptainer_node() {
+  local root=${SLURM_APPTAINER_ROOT:-/tmp/hw5-apptainer/rootfs}
+  local binds=${SLURM_APPTAINER_BINDS:-/tmp:/home:/work:/srv:/mnt:/scratch} uri
+  command -v sudo >/dev/null && command -v mmdebstrap >/dev/null || {
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends sudo mmdebstrap >/dev/null; }
+  if [ ! -x "$root/usr/bin/apptainer" ]; then
+    uri=$(awk '/^URIs:/{print $2; exit}' /etc/apt/sources.list.d/debian.sources)
+    rm -rf "$root.partial"; mkdir -p "$(dirname "$root")"
+    mmdebstrap --variant=apt --include=apptainer,squashfuse,fuse3,ca-certificates,mount,util-linux,passwd \
+      --aptopt='Acquire::Check-Valid-Until "false"' --keyring=/usr/share/keyrings/debian-archive-keyring.gpg \
+      --customize-hook='printf "127.0.0.1 localhost\n" > "$1/etc/hosts"' \
+      sid "$root.partial" "deb $uri sid main" >"$LOG/apptainer-rootfs.log" 2>&1 \
+      || die "could not make apptainer's root filesystem (log: $LOG/apptainer-rootfs.log)"
+    mv "$root.partial" "$root"
+  fi
+  sed -e "s|^ROOT=.*|ROOT=$root|" -e "s|^BINDS=.*|BINDS=$binds|" "$HERE/apptainer_shim.sh" > /usr/local/bin/apptainer.new
+  chmod 0755 /usr/local/bin/apptainer.new && mv /usr/local/bin/apptainer.new /usr/local/bin/apptainer
+  printf 'Defaults!/usr/local/bin/apptainer !use_pty\nALL ALL=(root) NOPASSWD:SETENV: /usr/local/bin/apptainer\n' \
+    > /etc/sudoers.d/hw5-apptainer
+  chmod 0440 /etc/sudoers.d/hw5-apptainer
+  [ ! -c /dev/fuse ] || chmod 0666 /dev/fuse
+  say "apptainer on the node: $(apptainer --version 2>/dev/null) (test shim -> $root)"
+}
+
 conf_sum() { { cat "$ETC/slurm.conf" "$ETC/gres.conf" "$ETC/cgroup.conf" 2>/dev/null || true; } | md5sum; }
 
 start_munge() {
@@ -281,6 +318,7 @@ cmd_start() {
   install_packages
   NODE=$(hostname -s)
   mkdir -p "$ETC" "$RUN" "$LOG" "$STATE/ctld" "$STATE/d" "$PREFIX/dev"
+  [ "${SLURM_APPTAINER:-0}" != 1 ] || apptainer_node
   local old_sum; old_sum=$(conf_sum)
   if [ "$FRESH" = 1 ]; then
     # wiping only the queue restarts job ids at 1 while the DB keeps old rows with the same ids
