@@ -7,7 +7,8 @@
 #   bash docker/build.sh --sif hw5.sif       # ... then the Apptainer image beside it (docker save + apptainer build)
 #
 # env: DOCKER (the client; default docker), BASE_IMAGE (another PyTorch base: any image with python
-#      and torch), DOCKER_BUILDKIT (1 by default), BUILD_ARGS (more `docker build` options, e.g. --network host)
+#      and torch), DOCKER_BUILDKIT (1 by default), BUILD_ARGS (more `docker build` options, e.g. --network host),
+#      SIF_COMPRESSION (mksquashfs compressor for --sif, e.g. lz4: bigger, faster to build; default gzip)
 # A checkout with uncommitted changes to tracked files builds an image labelled dirty, which the
 # launcher refuses to run for `container.code: image`: commit first.
 set -euo pipefail
@@ -38,6 +39,6 @@ if [ -n "$SIF" ]; then
     tar=$(mktemp --suffix=.tar)
     trap 'rm -f "$tar"' EXIT
     "$DOCKER" save "$TAG" -o "$tar"
-    apptainer build --force "$SIF" "docker-archive://$tar"
+    apptainer build --force ${SIF_COMPRESSION:+--mksquashfs-args "-comp $SIF_COMPRESSION"} "$SIF" "docker-archive://$tar"
     echo "built $SIF from $TAG"
 fi

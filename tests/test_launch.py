@@ -22,6 +22,7 @@ from launch_support import (BROKEN, REPO, comparable, farstail_dir, job_log, lau
 sys.path.insert(0, str(REPO))
 from jobs import ledger as ledger_mod  # noqa: E402
 from jobs import slurm_site  # noqa: E402
+from jobs.container import JobPaths  # noqa: E402
 from jobs.launch import parse_seeds, select_experiments  # noqa: E402
 from jobs.ledger import Ledger, Record  # noqa: E402
 from jobs.profiles import (ProfileError, available_profiles, executor_settings, job_name, load_profile,  # noqa: E402
@@ -30,11 +31,12 @@ from jobs.job import Job, RunSpec  # noqa: E402
 from jobs.runner import make_packs, parallelism_shares, plan_arrays, progress_line, sbatch_request  # noqa: E402
 
 RUN_TIMEOUT_S = 400     # smoke runs on a busy 2-core machine, with margin
+PATHS = JobPaths(REPO / "results", REPO / "checkpoints", REPO / "data")
 
 
 # ---------------------------------------------------------------- profiles
 
-@pytest.mark.parametrize("name", ["local", "generic-gpu", "pyxis", "apptainer"])
+@pytest.mark.parametrize("name", ["local", "generic-gpu", "pyxis", "apptainer", "docker"])
 def test_shipped_profiles_load_and_every_key_is_commented(name):
     profile = load_profile(name)
     assert profile.name == name
@@ -44,41 +46,22 @@ def test_shipped_profiles_load_and_every_key_is_commented(name):
 
 
 def test_available_profiles_lists_the_shipped_ones():
-    assert {"local", "generic-gpu", "pyxis", "apptainer"} <= set(available_profiles())
-
-
-def test_pyxis_profile_runs_python_inside_the_image_with_shared_paths_mounted(tmp_path):
-    profile = load_profile("pyxis")
-    ctor, params = executor_settings(profile, "slurm", [REPO, REPO / "results", tmp_path])
-    assert ctor["slurm_python"] == "python"
-    args = params["slurm_srun_args"]
-    assert f"--container-image={profile.container['image']}" in args
-    mounts = next(a for a in args if a.startswith("--container-mounts=")).split("=", 1)[1].split(",")
-    # results/ lives inside the checkout: one mount covers both
-    assert f"{REPO}:{REPO}" in mounts and f"{tmp_path}:{tmp_path}" in mounts and len(mounts) == 3
-    assert params["slurm_additional_parameters"] == {"gpus_per_node": "1"} and params["slurm_partition"] == "gpu"
-
-
-def test_apptainer_profile_wraps_python_in_apptainer_exec():
-    ctor, params = executor_settings(load_profile("apptainer"), "slurm", [REPO])
-    python = ctor["slurm_python"]
-    assert python.startswith("apptainer exec --nv --bind ") and python.endswith("hw5.sif python")
-    assert params["slurm_srun_args"] == []
+    assert {"local", "generic-gpu", "pyxis", "apptainer", "docker"} <= set(available_profiles())
 
 
 def test_local_profile_uses_this_interpreter_and_exports_the_repo():
-    ctor, params = executor_settings(load_profile("local"), "slurm", [REPO])
+    ctor, params = executor_settings(load_profile("local"), "slurm", PATHS)
     assert ctor["slurm_python"].strip("'") == sys.executable
     assert params["slurm_setup"][0].startswith(f"export PYTHONPATH={REPO}")
     assert "export HF_HUB_OFFLINE=1" in params["slurm_setup"]
-    _, local = executor_settings(load_profile("local"), "local", [REPO])
+    _, local = executor_settings(load_profile("local"), "local", PATHS)
     assert local["timeout_min"] == 120 and local["local_setup"] == params["slurm_setup"]
 
 
 @pytest.mark.parametrize("text, message", [
     ("slurm:\n  partiton: gpu\n", "unknown key 'slurm.partiton'; did you mean 'slurm.partition'?"),
     ("slurm:\n  mem_gb: lots\n", "slurm.mem_gb must be number, got 'lots'"),
-    ("container:\n  kind: docker\n", "container.kind is 'docker', expected one of none, pyxis, apptainer"),
+    ("container:\n  kind: podman\n", "container.kind is 'podman', expected one of none, pyxis, apptainer, docker"),
     ("container:\n  kind: pyxis\n", "container.kind 'pyxis' needs container.image"),
     ("slurm: [1, 2]\n", "slurm. must be a mapping"),
     ("slurm:\n  timeout_min: 2\n  signal_delay_s: 120\n",
@@ -109,7 +92,7 @@ def test_profile_mistakes_are_one_clear_error_naming_the_file(tmp_path, text, me
 def test_gpu_request_reservation_and_extra_options_reach_sbatch(tmp_path, slurm, expected):
     path = tmp_path / "site.yaml"
     path.write_text(yaml.safe_dump({"slurm": slurm}))
-    _, params = executor_settings(load_profile(str(path)), "slurm", [REPO])
+    _, params = executor_settings(load_profile(str(path)), "slurm", PATHS)
     assert params["slurm_additional_parameters"] == expected
 
 
@@ -118,7 +101,7 @@ def test_exclusive_mail_and_job_names_are_profile_keys(tmp_path):
     path.write_text("slurm:\n  exclusive: true\n  mail_type: END,FAIL\n  mail_user: me@example.org\n"
                     "  job_name_prefix: thesis\n")
     profile = load_profile(str(path))
-    _, params = executor_settings(profile, "slurm", [REPO])
+    _, params = executor_settings(profile, "slurm", PATHS)
     assert (params["slurm_exclusive"], params["slurm_mail_type"], params["slurm_mail_user"]) == \
         (True, "END,FAIL", "me@example.org")
     assert job_name(profile, "nli-full", [0, 1, 2, 3, 4]) == "thesis-nli-full-s0-4"
@@ -261,7 +244,7 @@ def test_packed_arrays_ask_sbatch_for_one_task_per_pack(tmp_path):
     if shutil.which("srun") is None and os.environ.get("HW5_REQUIRE_SLURM") != "1":
         pytest.skip("submitit writes sbatch scripts only where srun is installed (slurm/local_cluster.sh installs it)")
     specs = _specs("nli", ["nli-full", "nli-freeze9"], range(3)) + _specs("ser", ["ser-mean"], range(3))
-    arrays = plan_arrays(specs, load_profile("local"), Ledger(tmp_path), [tmp_path], runs_per_job=4)
+    arrays = plan_arrays(specs, load_profile("local"), Ledger(tmp_path), PATHS, runs_per_job=4)
     assert [(a.name, [len(p) for p in a.packs]) for a in arrays] == [("hw5-nli-packed-s0-2", [3, 3]),
                                                                     ("hw5-ser-packed-s0-2", [3])]
     assert "--array=0-1%1" in sbatch_request(arrays[0].script) and arrays[0].specs == specs[:6]
