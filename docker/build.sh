@@ -9,8 +9,8 @@
 # env: DOCKER (the client; default docker), BASE_IMAGE (another PyTorch base: any image with python
 #      and torch), DOCKER_BUILDKIT (1 by default), BUILD_ARGS (more `docker build` options, e.g. --network host),
 #      SIF_COMPRESSION (mksquashfs compressor for --sif, e.g. lz4: bigger, faster to build; default gzip)
-# A checkout with uncommitted changes to tracked files builds an image labelled dirty, which the
-# launcher refuses to run for `container.code: image`: commit first.
+# A checkout with uncommitted changes to its code builds an image labelled dirty, which the launcher
+# refuses to run for `container.code: image`: commit first.
 set -euo pipefail
 REPO=$(cd "$(dirname "$0")/.." && pwd)
 TAG=hw5:latest
@@ -26,8 +26,11 @@ done
 DOCKER=${DOCKER:-docker}
 
 sha=$(git -C "$REPO" rev-parse --verify -q HEAD) || { echo "build.sh: $REPO is not a git checkout with a commit" >&2; exit 2; }
+# dirty: uncommitted changes to what the image holds of the tree (jobs/container.py's CODE_PATHS, the
+# same paths the launcher's preflight looks at); a changed README or experiments file is not code
+mapfile -t code_paths < <(cd "$REPO" && python3 -c 'from jobs.container import CODE_PATHS; print(*CODE_PATHS, sep="\n")')
 dirty=false
-[ -z "$(git -C "$REPO" status --porcelain --untracked-files=no)" ] || dirty=true
+[ -z "$(git -C "$REPO" status --porcelain --untracked-files=no -- "${code_paths[@]}")" ] || dirty=true
 version=$(python3 -c 'import sys, tomllib; print(tomllib.load(open(sys.argv[1], "rb"))["project"]["version"])' "$REPO/pyproject.toml")
 args=(--build-arg GIT_SHA="$sha" --build-arg GIT_DIRTY="$dirty" --build-arg VERSION="$version")
 [ -z "${BASE_IMAGE:-}" ] || args+=(--build-arg BASE_IMAGE="$BASE_IMAGE")

@@ -115,7 +115,7 @@ def built_sif() -> Path:
 # ---------------------------------------------------------------- the submitting user
 
 @functools.lru_cache(maxsize=None)
-def test_user() -> pwd.struct_passwd:
+def ci_user() -> pwd.struct_passwd:
     """The non-root user who submits (created once; in the engine's docker group)."""
     try:
         grp.getgrnam("docker")
@@ -131,7 +131,7 @@ def test_user() -> pwd.struct_passwd:
 
 
 def give(path: Path) -> Path:
-    user = test_user()
+    user = ci_user()
     for root, dirs, files in os.walk(path):
         for name in [root, *(os.path.join(root, n) for n in dirs + files)]:
             os.lchown(name, user.pw_uid, user.pw_gid)

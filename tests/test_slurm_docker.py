@@ -24,7 +24,7 @@ import yaml
 
 from container_support import (IMAGE, RUN_TIMEOUT_S, as_user, base_image, built_image, cluster_problem,
                                engine_env, engine_problem, give, head, inspect, job_ids_of, launch_as_user,
-                               launcher_env, launcher_python, need, owner, queued, run, test_user, user_checkout,
+                               launcher_env, launcher_python, need, owner, queued, run, ci_user, user_checkout,
                                wait_gone, write_container_profile)
 from launch_support import REPO, comparable, job_log, latest_record, metrics, scratch_dir, wait_until, write_grid
 
@@ -37,7 +37,7 @@ def site(data_dir):
     need(cluster_problem(), "HW5_REQUIRE_SLURM")
     need(engine_problem(), "HW5_REQUIRE_DOCKER")
     image = built_image()
-    user = test_user()
+    user = ci_user()
     with scratch_dir("hw5-docker-slurm-") as root:
         give(root)
         grid = write_grid(root / "experiments.yaml")
@@ -61,10 +61,10 @@ def _clean_up(root: Path) -> None:
 
 
 def _launch(site, name: str, *args: str, tree: Path | None = None, profile: Path | None = None,
-            env: dict | None = None):
+            env: dict | None = None, grid: Path | None = None):
     """Submit as the user into <root>/results-<name> (checkpoints beside it); the results folder."""
     results = site.root / f"results-{name}"
-    out = launch_as_user(tree or site.tree, ["--smoke", "--experiments", str(site.grid), "--cluster", "slurm",
+    out = launch_as_user(tree or site.tree, ["--smoke", "--experiments", str(grid or site.grid), "--cluster", "slurm",
                                             "--profile", str(profile or site.profile), "--results", str(results),
                                             "--checkpoints", str(site.root / f"ckpt-{name}"), *args], env or site.env)
     return results, out
@@ -135,7 +135,11 @@ def test_usr2_mid_training_requeues_from_the_host_and_matches_an_uninterrupted_r
 
 
 def test_scancel_leaves_no_container_running(site):
-    results, out = _launch(site, "cancel", "--only", "nli-full", "--seeds", "1")
+    grid = yaml.safe_load(site.grid.read_text())
+    grid["smoke"]["nli"]["epochs"] = 40           # still training when cancelled
+    long = site.root / "long.yaml"
+    long.write_text(yaml.safe_dump(grid, sort_keys=False))
+    results, out = _launch(site, "cancel", "--only", "nli-full", "--seeds", "1", grid=give(long))
     assert out.returncode == 0, out.stdout
     record = _training(results, "nli-full", 1)
     name = f"hw5-nli-full-s1-{record['job_id']}"
