@@ -164,6 +164,9 @@ write_summary() {
         'stat -c "%n %a %u:%g" /app/results /app/checkpoints /cache /data; find / -xdev -type d -perm -0002 \
          -not -path "/tmp*" -not -path "/var/tmp*" -not -path "/run/lock*" -not -path "/dev*" 2>/dev/null \
          | sed "s/^/world-writable /"' >"$OUT/modes.txt" 2>&1 || true
+    # which code the image's hw5 says it is (its build record, hw5/identity.py), as a run would record it
+    "$DOCKER" run --rm --network none --entrypoint python "$IMG" -c \
+        'import json, hw5.identity as i; print(json.dumps(i.code_identity()))' >"$OUT/code.json" 2>&1 || true
     python3 - "$OUT" "$EXPECTED_SHA" "$RO_UID" "{${times%, }}" <<'PY'
 import json, os, sys
 out, sha, ro_uid, times = sys.argv[1], sys.argv[2], int(sys.argv[3]), json.loads(sys.argv[4])
@@ -171,7 +174,9 @@ with open(os.path.join(out, "modes.txt")) as f:
     modes = f.read().splitlines()
 with open(os.path.join(out, "image.json")) as f:
     image = json.load(f)[0]
-summary = {"image": "hw5:ci", "id": image["Id"], "size_bytes": image["Size"], "expected_git_sha": sha,
+with open(os.path.join(out, "code.json")) as f:
+    code = f.read()
+summary = {"image": "hw5:ci", "id": image["Id"], "size_bytes": image["Size"], "expected_git_sha": sha, "code": code,
            "labels": image["Config"]["Labels"], "env": image["Config"]["Env"],
            "user": image["Config"]["User"], "entrypoint": image["Config"]["Entrypoint"],
            "ro_uid": ro_uid, "times_s": times, "modes": modes}

@@ -10,6 +10,8 @@
 # - Entering a mount namespace needs root, so a user's call goes through `sudo -n` (local_cluster.sh
 #   writes the NOPASSWD rule); the caller's uid/gid come from sudo's SUDO_UID/SUDO_GID, never from
 #   a variable the caller could set.
+# - sudo cleans the environment (it drops PYTHONPATH, LD_*, ...), a real apptainer sees the caller's
+#   whole environment: it travels in a file the caller writes and apptainer gets exactly it back.
 # - Every step is an exec, so the PID srun signals ends up as apptainer's starter, which passes the
 #   signal to the container's process (Python).
 # - Real root on this machine cannot run containers (it lacks CAP_SYS_RESOURCE): `build` and `inspect`
@@ -19,12 +21,22 @@ set -euo pipefail
 ROOT=${HW5_APPTAINER_ROOT:-/tmp/hw5-apptainer/rootfs}
 BINDS=${HW5_APPTAINER_BINDS:-/tmp:/home:/work:/srv:/mnt:/scratch}
 if [ "$(id -u)" != 0 ]; then
-    exec sudo -n --preserve-env "$0" "$@"
+    saved=$(mktemp "${TMPDIR:-/tmp}/hw5-apptainer-env.XXXXXX")
+    env -0 > "$saved"
+    exec sudo -n HW5_SHIM_ENV="$saved" "$0" "$@"
 fi
 U=${SUDO_UID:-0} G=${SUDO_GID:-0}
 [ -d "$ROOT/usr/bin" ] || { echo "apptainer_shim.sh: no root filesystem at $ROOT (bash slurm/local_cluster.sh start with SLURM_APPTAINER=1)" >&2; exit 1; }
+command=(apptainer "$@")
+if [ "$U" != 0 ]; then
+    saved=${HW5_SHIM_ENV:?no environment file from the caller}
+    [ "$(stat -c %u "$saved")" = "$U" ] || { echo "apptainer_shim.sh: $saved is not the caller's" >&2; exit 1; }
+    mapfile -d '' caller_env < "$saved"
+    rm -f "$saved"
+    command=(env -i "${caller_env[@]}" setpriv --reuid="$U" --regid="$G" --init-groups apptainer "$@")
+fi
 exec unshare --mount --propagation private bash -euo pipefail -c '
-  R=$1 B=$2 U=$3 G=$4 D=$5; shift 5
+  R=$1 B=$2 D=$3; shift 3
   mount --bind "$R" "$R"; mount -t proc proc "$R/proc"
   mount --rbind /sys "$R/sys"; mount --rbind /dev "$R/dev"
   mount --bind /etc/passwd "$R/etc/passwd"; mount --bind /etc/group "$R/etc/group"
@@ -32,6 +44,5 @@ exec unshare --mount --propagation private bash -euo pipefail -c '
   for d in "${dirs[@]}"; do [ -d "$d" ] || continue; mkdir -p "$R$d"; mount --rbind "$d" "$R$d"; done
   mkdir -p "$R/.oldroot"; cd "$R"; pivot_root . .oldroot; umount -l /.oldroot
   cd "$D" 2>/dev/null || cd /
-  if [ "$U" = 0 ]; then exec apptainer "$@"; fi
-  exec setpriv --reuid="$U" --regid="$G" --init-groups apptainer "$@"
-' _ "$ROOT" "$BINDS" "$U" "$G" "$PWD" "$@"
+  exec "$@"
+' _ "$ROOT" "$BINDS" "$PWD" "${command[@]}"

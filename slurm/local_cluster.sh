@@ -76,7 +76,9 @@ stop_pid() {
 
 install_packages() {
   local p missing=""
-  for p in munge slurmctld slurmd slurm-client slurmdbd mariadb-server; do
+  local wanted="munge slurmctld slurmd slurm-client slurmdbd mariadb-server"
+  [ "${SLURM_APPTAINER:-0}" != 1 ] || wanted="$wanted sudo mmdebstrap"
+  for p in $wanted; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'ok installed' || missing="$missing $p"
   done
   if [ -n "$missing" ]; then
