@@ -1,9 +1,10 @@
 """The hw5 image, built and run for real (docker/ci_build.sh), then checked from the outside.
 
-ci_build.sh lints the Dockerfile, starts its own Docker engine, builds the image on a local CPU base
-and runs smoke experiments in it; these tests read what those runs left in the mounted folders.
-Required (a failure, not a skip) when HW5_REQUIRE_DOCKER=1; otherwise skipped where no engine can
-be started. Cost: ~1-2 min warm, ~6-8 min cold (base image + dependency layer) on 2 cores.
+ci_build.sh lints the Dockerfile, uses (or starts) the Docker engine, builds the image on a local CPU
+base and runs it plainly; these tests read what it wrote. The image's runs under SLURM are
+test_slurm_docker.py and test_slurm_apptainer.py. Required (a failure, not a skip) when
+HW5_REQUIRE_DOCKER=1; otherwise skipped where no engine can be started. Cost: ~15 s warm, ~4-6 min
+cold (base image + dependency layer) on 2 cores.
 """
 from __future__ import annotations
 
@@ -41,7 +42,6 @@ def built(tmp_path_factory) -> Path:
         pytest.skip(reason)
     out = tmp_path_factory.mktemp("docker-out")
     env = dict(os.environ, HW5_DOCKER_OUT=str(out))
-    env.setdefault("HW5_DATA_DIR", str(REPO.parent / "shared" / "data"))
     proc = subprocess.run(["bash", str(SCRIPT)], env=env, capture_output=True, text=True, timeout=TIMEOUT_S)
     print(proc.stdout)
     assert proc.returncode == 0, f"docker/ci_build.sh failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
@@ -50,10 +50,6 @@ def built(tmp_path_factory) -> Path:
 
 def summary(out: Path) -> dict:
     return json.loads((out / "summary.json").read_text())
-
-
-def metrics(out: Path, results: str, experiment: str) -> dict:
-    return json.loads((out / results / "smoke" / experiment / "seed-0" / "metrics.json").read_text())
 
 
 def test_image_metadata_names_the_commit_and_a_non_root_user(built):
@@ -81,32 +77,6 @@ def test_no_folder_of_the_image_is_world_writable(built):
     assert not [p for p in writable if p.startswith(ours)], writable
 
 
-def test_smoke_run_writes_metrics_into_the_mounted_results(built):
-    m = metrics(built, "results-rw", "nli-full")
-    assert (m["schema"], m["experiment"], m["task"], m["seed"], m["smoke"]) == (1, "nli-full", "nli", 0, True)
-    assert m["provenance"]["git_sha"] == summary(built)["expected_git_sha"]
-    assert 0.0 <= m["test"]["accuracy"] <= 1.0 and m["test"]["n"] > 0
-    # the tiny model the run built went to the mounted cache, not into the container
-    assert any((built / "cache" / "hw5").rglob("*.safetensors"))
-
-
-def test_read_only_run_as_another_uid_writes_its_own_metrics(built):
-    ro_uid = summary(built)["ro_uid"]
-    path = built / "results-ro" / "smoke" / "nli-full" / "seed-0" / "metrics.json"
-    assert path.stat().st_uid == ro_uid  # written by the arbitrary uid, through the read-only image
-    rw = metrics(built, "results-rw", "nli-full")
-    ro = metrics(built, "results-ro", "nli-full")
-    assert ro["config_hash"] == rw["config_hash"]
-    # same seed, same CPU, same tiny model (built by run 1, read from the read-only cache by run 2):
-    # the offline re-run reproduces the numbers
-    assert [h["train_loss"] for h in ro["history"]] == pytest.approx([h["train_loss"] for h in rw["history"]])
-    assert ro["test"]["accuracy"] == pytest.approx(rw["test"]["accuracy"])
-
-
-def test_ser_smoke_run_when_the_grid_has_ser(built):
-    path = built / "results-rw" / "smoke" / "ser-mean" / "seed-0" / "metrics.json"
-    if not (built / "ser_rw.log").exists():
-        pytest.skip("ser-mean is not in jobs/experiments.yaml yet")
-    m = json.loads(path.read_text())
-    assert (m["task"], m["smoke"], m["throughput"]["unit"]) == ("ser", True, "audio_seconds")
-    assert m["provenance"]["git_sha"] == summary(built)["expected_git_sha"]
+def test_the_image_runs_read_only_as_an_uid_it_does_not_know_offline(built):
+    said = (built / "ro.log").read_text().split()
+    assert said[:3] == ["ro", "ok", str(summary(built)["ro_uid"])] and said[3:] == ["/data", "/cache/hw5"], said
