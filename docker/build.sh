@@ -4,7 +4,7 @@
 #
 #   bash docker/build.sh                     # -> hw5:latest, from the checkout's HEAD
 #   bash docker/build.sh -t hw5:v2           # another tag
-#   bash docker/build.sh --sif hw5.sif       # ... then the Apptainer image beside it (docker save + apptainer build)
+#   bash docker/build.sh --sif hw5.sif       # ... then the Apptainer image from it (apptainer build docker-daemon://)
 #
 # env: DOCKER (the client; default docker), BASE_IMAGE (another PyTorch base: any image with python
 #      and torch), DOCKER_BUILDKIT (1 by default), BUILD_ARGS (more `docker build` options, e.g. --network host),
@@ -39,9 +39,16 @@ DOCKER_BUILDKIT=${DOCKER_BUILDKIT:-1} "$DOCKER" build -f "$REPO/docker/Dockerfil
 echo "built $TAG from $sha (dirty: $dirty)"
 
 if [ -n "$SIF" ]; then
-    tar=$(mktemp --suffix=.tar)
-    trap 'rm -f "$tar"' EXIT
-    "$DOCKER" save "$TAG" -o "$tar"
-    apptainer build --force ${SIF_COMPRESSION:+--mksquashfs-args "-comp $SIF_COMPRESSION"} "$SIF" "docker-archive://$tar"
+    # apptainer reads the image straight from the Docker engine (DOCKER_HOST is honoured); podman's
+    # images go through a docker archive. The OCI labels, the revision among them, survive either way.
+    comp=(); [ -z "${SIF_COMPRESSION:-}" ] || comp=(--mksquashfs-args "-comp $SIF_COMPRESSION")
+    if [ "$(basename "$DOCKER")" = podman ]; then
+        tar=$(mktemp --suffix=.tar)
+        trap 'rm -f "$tar"' EXIT
+        "$DOCKER" save "$TAG" -o "$tar"
+        apptainer build --force "${comp[@]}" "$SIF" "docker-archive://$tar"
+    else
+        apptainer build --force "${comp[@]}" "$SIF" "docker-daemon://$TAG"
+    fi
     echo "built $SIF from $TAG"
 fi
