@@ -25,14 +25,21 @@ import sys
 import traceback
 from pathlib import Path
 
-from hw5.contract import results_tree
-from hw5.report import sections
-from hw5.report.document import Markdown, render_markdown, render_notebook
-from hw5.io import write_text_atomic
-from hw5.report.findings import findings_section
-from hw5.report.numbers import run_frame
-from hw5.report.references import references_section
-from hw5.report.runs import AggregateError, Collection, collect
+try:
+    from hw5.config import parse_seeds as config_seeds
+    from hw5.contract import results_tree
+    from hw5.report import sections
+    from hw5.report.document import Markdown, render_markdown, render_notebook
+    from hw5.io import write_text_atomic
+    from hw5.report.findings import findings_section
+    from hw5.report.numbers import run_frame
+    from hw5.report.references import references_section
+    from hw5.report.runs import AggregateError, Collection, collect
+except ModuleNotFoundError as missing:      # a python without the project's packages
+    if (missing.name or "").split(".")[0] == "hw5":
+        raise
+    sys.exit(f"error: python module '{missing.name}' is not installed here: run aggregate.py with the project's "
+             f"environment (make venv, then .venv/bin/python aggregate.py), or pip install -e .")
 
 REPO_ROOT = Path(__file__).resolve().parent
 DEFAULT_RESULTS = Path("results")                       # relative to the working directory, like the jobs
@@ -40,10 +47,11 @@ DEFAULT_EXPERIMENTS = REPO_ROOT / "jobs" / "experiments.yaml"  # the grid the la
 
 
 def parse_seeds(text: str) -> list[int]:
+    """The launcher's grammar (hw5.config.parse_seeds): 0,1,2 or 0-4."""
     try:
-        return [int(s) for s in text.split(",") if s.strip()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"--seeds takes comma-separated integers such as 0,1,2, not {text!r}")
+        return config_seeds(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:

@@ -8,7 +8,6 @@
 from __future__ import annotations
 
 import argparse
-import contextlib
 import os
 import signal
 import sys
@@ -104,7 +103,7 @@ def main(argv: list[str] | None = None) -> int:
 def cmd_run(args) -> int:
     import hw5.train
     from hw5.run import run_experiment
-    with stop_on_signals() as received:
+    with hw5.train.stop_on_signals("hw5 run") as received:
         try:
             run_experiment(args.experiment, args.seed, smoke=args.smoke, results_dir=args.results,
                            data_dir=args.data_dir, checkpoint_dir=args.checkpoint_dir, force=args.force,
@@ -114,31 +113,6 @@ def cmd_run(args) -> int:
             print(f"hw5 run: stopped by {name}: {exc}; run the same command again to resume", file=sys.stderr)
             return 128 + getattr(signal, name, signal.SIGTERM) if received else 1
     return 0
-
-
-@contextlib.contextmanager
-def stop_on_signals():
-    """SIGTERM or a first Ctrl-C: finish the step, save a checkpoint, stop (hw5.train.STOP); a second
-    Ctrl-C stops at once. Yields the names of the signals received."""
-    import hw5.train
-    received: list[str] = []
-
-    def handler(signum, frame):
-        name = signal.Signals(signum).name
-        if name == "SIGINT" and "SIGINT" in received:
-            raise KeyboardInterrupt
-        received.append(name)
-        print(f"\nhw5 run: {name}: saving a checkpoint at the next step (Ctrl-C again stops at once)",
-              file=sys.stderr, flush=True)
-        hw5.train.STOP.set()
-
-    old = {s: signal.signal(s, handler) for s in (signal.SIGTERM, signal.SIGINT)}
-    try:
-        yield received
-    finally:
-        for s, previous in old.items():
-            signal.signal(s, previous)
-        hw5.train.STOP.clear()
 
 
 def cmd_stats(args) -> int:

@@ -234,12 +234,45 @@ def load_grid(path: str | os.PathLike | None = None) -> GridSpec:
 # Folders of a results tree that are not experiments: an experiment by one of these names would collide.
 RESERVED_NAMES = {"smoke", "tensorboard", "tables", "plots", "stats", "bench"}
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
+# A name becomes a folder (255 bytes at most) and part of a SLURM job name, a container name and a
+# log path; 64 leaves room for the launcher's prefixes and suffixes everywhere.
+MAX_NAME = 64
+
+
+def parse_seeds(text: str) -> list[int]:
+    """'0,1,2', '0-4' or both ('0-2,7'): the seeds in that order, each once. One grammar for the
+    launcher and aggregate.py; a ValueError says what is wrong with which part."""
+    seeds: list[int] = []
+    for part in (p.strip() for p in str(text).split(",")):
+        found = re.fullmatch(r"(\d+)(?:-(\d+))?", part)
+        if not found:
+            raise ValueError(f"'{part}' is not a seed or a range (seeds are whole numbers: 0,1,2 or 0-4)")
+        low, high = int(found[1]), int(found[2] or found[1])
+        if high < low:
+            raise ValueError(f"'{part}' counts down; a range goes up: {high}-{low}")
+        seeds += range(low, high + 1)
+    return list(dict.fromkeys(seeds))
+
+
+def seed_ranges(seeds) -> str:
+    """parse_seeds' inverse, compact: [0, 1, 2, 3, 7, 9] -> '0-3,7,9' (a run of three or more is a range)."""
+    ordered, parts = sorted(set(seeds)), []
+    start = 0
+    for i in range(1, len(ordered) + 1):
+        if i == len(ordered) or ordered[i] != ordered[i - 1] + 1:
+            run = ordered[start:i]
+            parts += [f"{run[0]}-{run[-1]}"] if len(run) > 2 else [str(s) for s in run]
+            start = i
+    return ",".join(parts)
 
 
 def _check_name(path: Path, name) -> None:
     if not isinstance(name, str) or not _NAME.fullmatch(name) or name in RESERVED_NAMES:
         raise ConfigError(f"{path}: experiment name {name!r} cannot name a results folder: use letters, digits, "
                           f"'-', '_' or '.' (not first), and none of {', '.join(sorted(RESERVED_NAMES))}")
+    if len(name) > MAX_NAME:
+        raise ConfigError(f"{path}: experiment name '{name[:20]}...' is {len(name)} characters long; at most "
+                          f"{MAX_NAME} fit a folder and a SLURM job name: shorten it")
 
 
 def resolve_config(name: str, smoke: bool = False, path: str | os.PathLike | None = None) -> TrainConfig:

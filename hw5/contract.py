@@ -32,7 +32,9 @@ STATES = {
     "pending": "queued; the scheduler's reason says what it waits for",
     "blocked": "queued, but waiting cannot help: the reason and the profile key to change",
     "running": "running now",
-    "failed": "its job ended without a result",
+    "interrupted": "stopped by the user (Ctrl-C, SIGTERM, scancel) before it finished; its checkpoint is "
+                   "kept and launching again resumes it",
+    "failed": "its job ended without a result (the run raised, or its job died)",
     "unknown": "the scheduler did not answer; ask again",
 }
 SMOKE_TREE = "smoke"        # smoke results live in <results>/smoke/, a results tree of their own

@@ -7,6 +7,8 @@ and ends with the same metrics as an uninterrupted run (on CPU).
 """
 from __future__ import annotations
 
+import contextlib
+import signal
 import sys
 import threading
 import time
@@ -30,6 +32,30 @@ STOP = threading.Event()
 
 class Interrupted(Exception):
     """Raised after a requested checkpoint is safely on disk."""
+
+
+@contextlib.contextmanager
+def stop_on_signals(who: str):
+    """SIGTERM or a first Ctrl-C (the user stopping a run, or scancel): finish the step, save a
+    checkpoint, stop (STOP); a second Ctrl-C stops at once. Yields the names of the signals received."""
+    received: list[str] = []
+
+    def handler(signum, frame):
+        name = signal.Signals(signum).name
+        if name == "SIGINT" and "SIGINT" in received:
+            raise KeyboardInterrupt
+        received.append(name)
+        print(f"\n{who}: {name}: saving a checkpoint at the next step (Ctrl-C again stops at once)",
+              file=sys.stderr, flush=True)
+        STOP.set()
+
+    old = {s: signal.signal(s, handler) for s in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        yield received
+    finally:
+        for s, previous in old.items():
+            signal.signal(s, previous)
+        STOP.clear()
 
 
 @dataclass

@@ -29,7 +29,7 @@ from typing import Sequence
 
 import submitit
 
-from jobs.ledger import pack_book_path, read_pack_book
+from jobs.ledger import pack_book_path, read_pack_book, stop_note_path
 
 
 @dataclass(frozen=True)
@@ -68,26 +68,44 @@ class PackFailed(RuntimeError):
     """Some runs of a packed job failed (the others finished); each one's traceback is in the pack book."""
 
 
+class RunStopped(RuntimeError):
+    """The user stopped the job (Ctrl-C, SIGTERM, scancel): checkpoints saved, no requeue; the job's
+    stop note makes its unfinished runs `interrupted`, and a relaunch resumes them."""
+
+
 class Job(submitit.helpers.Checkpointable):
     """Run a pack of RunSpecs (usually one) in this process, one after the other; checkpoint and requeue
-    on USR2. A pack shares what its runs load (hw5.reuse); a run that fails is written to the pack book
-    and the next run goes on; the job fails at the end, naming them."""
+    on USR2, checkpoint and stop on SIGINT/SIGTERM. A pack shares what its runs load (hw5.reuse); a run
+    that fails is written to the pack book and the next run goes on; the job fails at the end, naming them."""
 
     def __init__(self, specs: RunSpec | Sequence[RunSpec], lanes: int = 1) -> None:
         self.specs = (specs,) if isinstance(specs, RunSpec) else tuple(specs)
         self.lanes = lanes          # runs at once on the job's GPU (jobs/lanes.py); 1 = one after the other
 
     def __call__(self) -> dict:
-        import hw5.reuse
         import hw5.train   # imported on the node only: the launcher never loads torch
 
         book = PackBook.of_this_job() if len(self.specs) > 1 else None
+        note = StopNote.of_this_job()
         _say(f"{self!r} starting on {socket.gethostname()} (slurm job {os.environ.get('SLURM_JOB_ID', '-')}, "
              f"restart {os.environ.get('SLURM_RESTART_COUNT', '0')})")
         hw5.train.STOP.clear()   # a DebugExecutor runs several jobs in one process
         _note_pid_for_the_host()
-        if self.lanes > 1 and len(self.specs) > 1:
-            return self._in_lanes(book)
+        if note:
+            note.clear()         # an earlier attempt's: this one starts afresh
+        try:
+            if self.lanes > 1 and len(self.specs) > 1:
+                return self._in_lanes(book)
+            with hw5.train.stop_on_signals("job") as stopped_by:
+                return self._in_turn(book, stopped_by)
+        except RunStopped as stop:
+            if note:
+                note.write(str(stop))
+            _say(f"{self!r} stopped {stop}: launching it again resumes it")
+            raise
+
+    def _in_turn(self, book: "PackBook | None", stopped_by: list[str]) -> dict:
+        import hw5.reuse
         submitit_handler = signal.getsignal(signal.SIGUSR2)
         signal.signal(signal.SIGUSR2, _stop_training)    # for the whole pack: a USR2 between runs counts
         done, failed = [], []
@@ -97,7 +115,7 @@ class Job(submitit.helpers.Checkpointable):
                     if book and book.state(spec) == "failed":    # failed in an earlier attempt of this job
                         failed.append(spec.name)
                         continue
-                    metrics = self._one(spec, book, submitit_handler)
+                    metrics = self._one(spec, book, submitit_handler, stopped_by)
                     if metrics is None:
                         failed.append(spec.name)
                     else:
@@ -114,7 +132,9 @@ class Job(submitit.helpers.Checkpointable):
     def _in_lanes(self, book: "PackBook | None") -> dict:
         from jobs.lanes import run_lanes
         path = book.path if book else Path(tempfile.mkdtemp(prefix="hw5-pack-")) / "pack.json"
-        interrupted, failed = run_lanes(list(self.specs), self.lanes, path, _say)
+        interrupted, failed, received = run_lanes(list(self.specs), self.lanes, path, _say)
+        if {"SIGINT", "SIGTERM"} & set(received):
+            raise RunStopped(f"by {received[0]}; the lanes saved their checkpoints")
         if interrupted:
             _say(f"{self!r}: checkpoints saved after USR2; handing over to submitit to requeue")
             hand_over_to_submitit(signal.getsignal(signal.SIGUSR2), self.specs[0].signal_delay_s)
@@ -124,7 +144,7 @@ class Job(submitit.helpers.Checkpointable):
             raise pack_failed(failed, len(self.specs))
         return {"runs": [{"experiment": s.experiment, "seed": s.seed} for s in self.specs if s.name not in failed]}
 
-    def _one(self, spec: RunSpec, book: "PackBook | None", submitit_handler) -> dict | None:
+    def _one(self, spec: RunSpec, book: "PackBook | None", submitit_handler, stopped_by: list[str]) -> dict | None:
         """One run: its metrics; None when it failed inside a pack (a lone run raises)."""
         import hw5.train
         packed = len(self.specs) > 1
@@ -132,7 +152,9 @@ class Job(submitit.helpers.Checkpointable):
             _say(f"{spec.name} starting")
         try:
             metrics = run_in_pack(spec, book, _say) if packed else _run(spec)
-        except hw5.train.Interrupted:
+        except hw5.train.Interrupted as exc:
+            if stopped_by:        # the user, not the scheduler: no requeue
+                raise RunStopped(f"by {stopped_by[0]} during {spec.name} ({exc})") from None
             _say(f"{spec.name} checkpoint saved after USR2; handing over to submitit to requeue")
             signal.signal(signal.SIGUSR2, submitit_handler)
             hand_over_to_submitit(submitit_handler, spec.signal_delay_s)
@@ -155,6 +177,29 @@ class Job(submitit.helpers.Checkpointable):
             return f"Job({self.specs[0].name}{smoke})"
         lanes = f", {self.lanes} at once" if self.lanes > 1 else ""
         return f"Job(pack of {len(self.specs)}{smoke}{lanes}: {', '.join(s.name for s in self.specs)})"
+
+
+class StopNote:
+    """<job folder>/<job id>_stopped.json: the user stopped this job (its unfinished runs are
+    `interrupted`, not failed); written by the job, read by jobs/ledger.py."""
+
+    def __init__(self, path: Path):
+        self.path = path
+
+    @classmethod
+    def of_this_job(cls) -> "StopNote | None":
+        try:
+            env = submitit.JobEnvironment()
+            return cls(stop_note_path(env.paths.folder, env.job_id))
+        except (RuntimeError, KeyError):       # not inside a submitit job (DebugExecutor, plain python)
+            return None
+
+    def write(self, why: str) -> None:
+        from hw5.io import now_iso, write_json_atomic
+        write_json_atomic(self.path, {"stopped": why, "at": now_iso()})
+
+    def clear(self) -> None:
+        self.path.unlink(missing_ok=True)
 
 
 class PackBook:

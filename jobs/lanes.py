@@ -8,7 +8,8 @@ when the GPU has room for one more lane as big as the running ones (nvidia-smi, 
 opens a CUDA context of its own). On a CPU the lanes split the job's cores.
 
 USR2 is forwarded to every lane: each saves its checkpoint at the next step and stops taking runs; the
-job then requeues as a whole. Per-run states go to the pack book, as in a one-lane pack.
+job then requeues as a whole. SIGINT and SIGTERM (the user) stop the lanes the same way, without a
+requeue. Per-run states go to the pack book, as in a one-lane pack.
 """
 from __future__ import annotations
 
@@ -47,14 +48,17 @@ def gpu_memory_mb() -> tuple[float, float] | None:
     return used, total
 
 
-def run_lanes(specs: list, lanes: int, book_path: Path, say) -> tuple[bool, list[str]]:
-    """Run the pack over up to `lanes` processes; (interrupted by USR2, names of failed runs)."""
+def run_lanes(specs: list, lanes: int, book_path: Path, say) -> tuple[bool, list[str], list[str]]:
+    """Run the pack over up to `lanes` processes; (a lane stopped after a signal, names of failed runs,
+    the signals received: USR2 from the scheduler, SIGINT/SIGTERM from the user)."""
     from jobs.job import PackBook
     context = multiprocessing.get_context("spawn")     # CUDA cannot be forked
     position, lock = context.Value("i", 0), context.Lock()
     threads = max(1, (int(os.environ.get("SLURM_CPUS_PER_TASK") or os.cpu_count() or 1)) // lanes)
     procs: list = []
-    previous = signal.signal(signal.SIGUSR2, lambda *_: _forward(procs, say))
+    received: list[str] = []
+    forwarded = (signal.SIGUSR2, signal.SIGINT, signal.SIGTERM)
+    previous = {s: signal.signal(s, lambda signum, _: _forward(procs, signum, received, say)) for s in forwarded}
     try:
         for k in range(min(lanes, len(specs))):
             if k and not _wait_for_room(k, position, len(specs), book_path, say):
@@ -67,17 +71,20 @@ def run_lanes(specs: list, lanes: int, book_path: Path, say) -> tuple[bool, list
         for proc in procs:
             proc.join()
     finally:
-        signal.signal(signal.SIGUSR2, previous)
+        for s, handler in previous.items():
+            signal.signal(s, handler)
     book = PackBook(book_path)
     failed = [s.name for s in specs if book.state(s) == "failed"]
-    return any(p.exitcode == LANE_INTERRUPTED for p in procs), failed
+    return any(p.exitcode == LANE_INTERRUPTED for p in procs), failed, received
 
 
-def _forward(procs: list, say) -> None:
-    say("got SIGUSR2: every lane saves a checkpoint at its next step")
+def _forward(procs: list, signum: int, received: list[str], say) -> None:
+    name = signal.Signals(signum).name
+    received.append(name)
+    say(f"got {name}: every lane saves a checkpoint at its next step")
     for proc in procs:
         if proc.is_alive():
-            os.kill(proc.pid, signal.SIGUSR2)
+            os.kill(proc.pid, signum)
 
 
 def _wait_for_room(k: int, position, total: int, book_path: Path, say) -> bool:
@@ -121,7 +128,8 @@ def lane_main(k: int, specs: list, position, lock, book_path: str, threads: int)
     import hw5.reuse
     import hw5.train
     from jobs.job import PackBook, run_in_pack
-    signal.signal(signal.SIGUSR2, lambda *_: hw5.train.STOP.set())
+    for stop in (signal.SIGUSR2, signal.SIGINT, signal.SIGTERM):    # the job passes each one on
+        signal.signal(stop, lambda *_: hw5.train.STOP.set())
     book, code = PackBook(Path(book_path)), 0
     with hw5.reuse.session():
         while not hw5.train.STOP.is_set():

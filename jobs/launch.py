@@ -19,27 +19,37 @@ import argparse
 import dataclasses
 import fnmatch
 import os
+import signal
 import sys
 import time
+from collections import Counter
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 if str(REPO_ROOT) not in sys.path:   # `python jobs/launch.py` from a checkout without `pip install -e .`
     sys.path.insert(0, str(REPO_ROOT))
 
-from hw5.config import ConfigError, config_dict, load_grid  # noqa: E402
-from hw5.contract import data_fingerprint, run_key  # noqa: E402
-from hw5.errors import StorageError  # noqa: E402
-from hw5.io import check_room  # noqa: E402
-from jobs import container, slurm_site  # noqa: E402
-from jobs.job import RunSpec  # noqa: E402
-from jobs.ledger import Ledger  # noqa: E402
-from jobs.profiles import Profile, ProfileError, load_profile, wants_gpu  # noqa: E402
-from jobs.runner import (SubmissionRefused, make_packs, plan_arrays, run_in_process, run_locally,  # noqa: E402
-                         sbatch_request, submit_to_slurm, wait_for_runs)
-from jobs.status import TrackedRun, print_failures, print_table, refresh_states  # noqa: E402
+try:
+    from hw5.config import ConfigError, config_dict, load_grid, parse_seeds as config_seeds
+    from hw5.contract import data_fingerprint, run_key
+    from hw5.errors import StorageError
+    from hw5.io import check_room
+    from jobs import container, limits, slurm_site
+    from jobs.job import RunSpec
+    from jobs.ledger import Ledger
+    from jobs.profiles import Profile, ProfileError, load_profile, wants_gpu
+    from jobs.runner import (LocalRunsStopped, SubmissionRefused, make_packs, plan_arrays, run_in_process,
+                             run_locally, sbatch_request, submit_to_slurm, wait_for_runs)
+    from jobs.status import TrackedRun, print_failures, print_table, refresh_states
+except ModuleNotFoundError as missing:      # a python without the project's packages
+    if (missing.name or "").split(".")[0] in ("hw5", "jobs"):
+        raise
+    sys.exit(f"error: python module '{missing.name}' is not installed here: run the launcher with the project's "
+             f"environment (make venv, then .venv/bin/python jobs/launch.py), or pip install -e '.[launch]'")
 
 WATCH_S = 10.0
+MAX_RUNS = 1000            # a launch of more runs than this asks for --yes (a typo in --seeds, say)
+DRY_RUN_ARRAYS = 20        # a dry run shows this many arrays' sbatch requests in full, then one line
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -62,6 +72,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     do.add_argument("--retry-failed", action="store_true",
                     help="resubmit only failed and blocked runs (a blocked job is cancelled first)")
     do.add_argument("--force", action="store_true", help="also re-run stale and corrupt runs (replacing them)")
+    do.add_argument("--yes", action="store_true",
+                    help=f"submit a launch of more than {MAX_RUNS:,} runs (without it, such a launch stops to ask)")
     do.add_argument("--no-preflight", action="store_true",
                     help="SLURM: submit without checking the request against the partition first")
     do.add_argument("--prefetch", action="store_true",
@@ -95,14 +107,10 @@ def fail(message: str, code: int = 2) -> None:
 
 
 def parse_seeds(text: str) -> list[int]:
-    seeds: list[int] = []
     try:
-        for part in text.split(","):
-            low, _, high = part.strip().partition("-")
-            seeds += list(range(int(low), int(high) + 1)) if high else [int(low)]
-    except ValueError:
-        fail(f"--seeds '{text}': expected integers like 0,1,2 or a range like 0-4")
-    return list(dict.fromkeys(seeds))
+        return config_seeds(text)
+    except ValueError as exc:
+        fail(f"--seeds {text}: {exc}")
 
 
 def select_experiments(names: list[str], only: list[str] | None, grid_file: Path) -> list[str]:
@@ -164,8 +172,10 @@ def pick_cluster(requested: str, profile: Profile) -> str:
     return "local"
 
 
-WANTED = {"submit": {"missing", "partial"}, "force": {"stale", "corrupt"}, "retry": {"failed", "blocked"}}
+WANTED = {"submit": {"missing", "partial", "interrupted"}, "force": {"stale", "corrupt"},
+          "retry": {"failed", "blocked"}}
 HINTS = {"done": "done", "running": "running", "pending": "queued", "unknown": "scheduler did not answer",
+         "interrupted": "interrupted (resumed from its checkpoint)",
          "blocked": "blocked (fix the profile, then --retry-failed)", "failed": "failed (resubmit with --retry-failed)",
          "stale": "stale (re-run with --force)", "corrupt": "corrupt (re-run with --force)",
          "missing": "missing (not selected by --retry-failed)", "partial": "partial (not selected by --retry-failed)"}
@@ -211,29 +221,28 @@ def submit(runs: list[TrackedRun], args: argparse.Namespace, ledger: Ledger, pro
             return 0
         return (run_locally if cluster == "local" else run_in_process)(make_packs(specs, runs_per_job), keys,
                                                                        profile, ledger, paths, lanes)
-    image = check_image(profile)
-    if image is None:
+    image = check_image(profile) if profile.container["kind"] != "none" else None
+    if profile.container["kind"] != "none" and image is None:
         print("nothing submitted (the image check above)")
         return 2
-    arrays = plan_arrays(specs, profile, ledger, paths, runs_per_job, lanes, image or None)
-    code = show_and_check(arrays, profile, args)
+    arrays = plan_arrays(specs, profile, ledger, paths, runs_per_job, lanes, image)
+    per_task = Counter(str((spec.config or {}).get("task", spec.experiment)) for spec in specs).values()
+    code = show_and_check(arrays, profile, args, lambda n: sum(-(-count // n) for count in per_task), len(specs))
     if code or args.dry_run:
         print("dry run: nothing submitted" if args.dry_run else "nothing submitted (fix the profile, or --no-preflight)")
         return code
     cancel_blocked(todo)
     try:
-        submit_to_slurm(arrays, keys, profile, ledger, paths, image or None)
+        submit_to_slurm(arrays, keys, profile, ledger, paths, image)
     except SubmissionRefused as exc:
         fail(str(exc), code=1)
     return 0
 
 
-def check_image(profile: Profile) -> "container.Image | bool | None":
+def check_image(profile: Profile) -> "container.Image | None":
     """A container profile's image, read and checked against the checkout before anything is submitted:
-    the Image, or None after printing why it may not run (False: the profile runs no container)."""
+    the Image, or None after printing why it may not run."""
     c = profile.container
-    if c["kind"] == "none":
-        return False
     try:
         image = container.inspect_image(c, c["kind"])
     except container.ContainerError as exc:
@@ -251,19 +260,27 @@ def check_image(profile: Profile) -> "container.Image | bool | None":
     return image
 
 
-def show_and_check(arrays, profile: Profile, args: argparse.Namespace) -> int:
+def show_and_check(arrays, profile: Profile, args: argparse.Namespace, jobs_with_pack, runs: int) -> int:
     """Print each array's sbatch request (dry run) and the preflight problems; 2 when there are any."""
     if args.dry_run:
-        for array in arrays:
+        for array in arrays[:DRY_RUN_ARRAYS]:
             print(f"\nsbatch request for {array.name} ({len(array.specs)} run(s)):")
             print("\n".join(f"  {flag}" for flag in sbatch_request(array.script)))
+        if len(arrays) > DRY_RUN_ARRAYS:
+            print(f"\n... and {len(arrays) - DRY_RUN_ARRAYS} more arrays alike: "
+                  + ", ".join(f"{a.name} ({len(a.packs)} jobs)" for a in arrays[DRY_RUN_ARRAYS:]))
     if args.no_preflight:
         print("preflight: skipped (--no-preflight)")
         return 0
     problems = slurm_site.preflight(profile.slurm, profile.path, [a.script for a in arrays])
+    site = limits.read_limits(profile.slurm["account"], profile.slurm["qos"], profile.slurm["partition"])
+    problems += limits.limit_problems(site, [len(a.packs) for a in arrays], jobs_with_pack,
+                                      limits.queued_jobs(), runs)
     if not problems:
+        at_once = f"; at most {site.max_jobs} run at once (MaxJobs)" if site.max_jobs else ""
         print(f"preflight: ok (partition {profile.slurm['partition'] or 'default'}, "
-              f"sbatch --test-only accepted {len(arrays)} request(s))")
+              f"sbatch --test-only accepted {len(arrays)} request(s), {sum(len(a.packs) for a in arrays)} job(s) "
+              f"within the site's limits{at_once})")
         return 0
     print(f"preflight: {len(problems)} problem(s); these jobs could never start:", file=sys.stderr)
     for problem in problems:
@@ -288,14 +305,26 @@ def show_status(runs: list[TrackedRun], ledger: Ledger, args: argparse.Namespace
     def show(final):
         print_table(final)
         print_failures(final, ledger)
-    try:
-        return wait_for_runs(lambda: refresh_states(runs, ledger), show, poll_s=WATCH_S)
-    except KeyboardInterrupt:
-        print("\nstopped watching (the jobs go on)")
-        return 0
+    return wait_for_runs(lambda: refresh_states(runs, ledger), show, poll_s=WATCH_S)
 
 
 def main(argv: list[str] | None = None) -> int:
+    """The CLI; Ctrl-C or SIGTERM is one line and exit status 130 (local runs stop with a checkpoint)."""
+    signal.signal(signal.SIGTERM, _stop_like_ctrl_c)
+    try:
+        return launch(argv)
+    except LocalRunsStopped as stop:
+        print(str(stop), file=sys.stderr)
+    except KeyboardInterrupt:
+        print("\nstopped (SLURM jobs already submitted go on: python jobs/launch.py --status)", file=sys.stderr)
+    return 130
+
+
+def _stop_like_ctrl_c(signum, frame) -> None:
+    raise KeyboardInterrupt
+
+
+def launch(argv: list[str] | None) -> int:
     args = parse_args(argv)
     args.status = args.status or args.watch
     if args.pack is not None and args.pack < 1:
@@ -306,6 +335,10 @@ def main(argv: list[str] | None = None) -> int:
         fail("say which runs: --all, or --only GLOB (see --help)")
     try:
         runs = expand_runs(args)
+        if len(runs) > MAX_RUNS and not (args.yes or args.dry_run or args.status):
+            experiments = len({r.spec.experiment for r in runs})
+            fail(f"this launch plans {len(runs):,} runs ({experiments} experiment(s) x {len(runs) // experiments:,} "
+                 f"seed(s)), more than {MAX_RUNS:,}: check --seeds, look first with --dry-run, or pass --yes")
         ledger = Ledger(Path(args.results))
         if args.status:
             return show_status(runs, ledger, args)

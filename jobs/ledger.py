@@ -18,6 +18,7 @@ import os
 import pickle
 import re
 import shutil
+import sys
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -76,6 +77,20 @@ def pack_book_path(folder: str | os.PathLike, job_id: str) -> Path:
     return Path(folder) / f"{job_id}_pack.json"
 
 
+def stop_note_path(folder: str | os.PathLike, job_id: str) -> Path:
+    """Where a job notes that the user stopped it (jobs/job.py:StopNote)."""
+    return Path(folder) / f"{job_id}_stopped.json"
+
+
+def read_stop_note(record: "Record") -> str | None:
+    """Why the user stopped the record's job ("by SIGINT during ..."), or None when nobody did."""
+    try:
+        note = json.loads(stop_note_path(record.folder, record.job_id).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return f"stopped {note.get('stopped', '')} at {note.get('at', '?')}" if isinstance(note, dict) else None
+
+
 def read_pack_book(path: Path) -> dict:
     """{run name: {"state", "error", "at"}}; empty when absent or unreadable (a job killed mid-write)."""
     try:
@@ -107,19 +122,25 @@ class Ledger:
                 fcntl.flock(handle, fcntl.LOCK_UN)
 
     def latest(self) -> dict[tuple, Record]:
-        """The newest record of every run; unreadable lines are skipped with a warning."""
+        """The newest record of every run; unreadable lines (a line cut short, bytes that are not text)
+        are skipped with one warning naming them."""
         out: dict[tuple, Record] = {}
         if not self.records_path.exists():
             return out
-        for number, line in enumerate(self.records_path.read_text(encoding="utf-8").splitlines(), 1):
-            if not line.strip():
+        skipped = []
+        for number, raw in enumerate(self.records_path.read_bytes().splitlines(), 1):
+            if not raw.strip():
                 continue
             try:
-                record = Record(**json.loads(line))
-            except (ValueError, TypeError) as exc:
-                print(f"warning: {self.records_path}:{number}: unreadable record skipped ({exc})")
+                record = Record(**json.loads(raw.decode("utf-8")))
+            except (ValueError, TypeError):      # UnicodeDecodeError is a ValueError
+                skipped.append(number)
                 continue
             out[record.key] = record
+        if skipped:
+            lines = ", ".join(map(str, skipped[:10])) + (f" and {len(skipped) - 10} more" if len(skipped) > 10 else "")
+            print(f"warning: {self.records_path}: line(s) {lines} unreadable, skipped (the runs they named count "
+                  f"as not submitted)", file=sys.stderr)
         return out
 
     def add(self, records: list[Record]) -> None:
@@ -243,8 +264,8 @@ def scheduler_states(records: list[Record]) -> dict[str, tuple[str, str, str]]:
 def job_state(record: Record, scheduler: tuple[str, str, str] | None) -> tuple[str, str]:
     """(state, detail) of a submitted run whose metrics.json is not (yet) there.
 
-    state: pending | blocked | running | failed | missing | unknown; detail: the scheduler's reason,
-    the traceback of a failed run, or what became of a job that never ran.
+    state: pending | blocked | running | interrupted | failed | missing | unknown; detail: the
+    scheduler's reason, the traceback of a failed run, or what became of a job that never ran.
     """
     state, reason, partition = scheduler or (None, "", "")
     packed = record.packed_state()
@@ -256,6 +277,9 @@ def job_state(record: Record, scheduler: tuple[str, str, str] | None) -> tuple[s
         if LIVE[state] == "pending":
             return classify(reason if state == "PENDING" else state, partition, record.profile_path)
         return LIVE[state], state
+    stopped = read_stop_note(record)
+    if stopped:
+        return "interrupted", f"{stopped}; its checkpoint is kept: launch again to resume it"
     outcome = job_result(record)
     if outcome and outcome[0] == "error":
         return "failed", outcome[1]
@@ -268,5 +292,8 @@ def job_state(record: Record, scheduler: tuple[str, str, str] | None) -> tuple[s
         return "missing", f"job {record.job_id} was cancelled before it started: nothing ran"
     if state is None:
         return "failed", f"job {record.job_id} is unknown to the scheduler and left no result; log: {record.stderr}"
-    ended = {"ENDED": "ended", "CANCELLED": "was cancelled while running"}.get(state, f"ended {state}")
+    if state == "CANCELLED":     # scancel after it started: the user's stop, not the run's failure
+        return "interrupted", (f"job {record.job_id} was cancelled while running; its checkpoint is kept: "
+                               "launch again to resume it")
+    ended = {"ENDED": "ended"}.get(state, f"ended {state}")
     return "failed", f"job {record.job_id} {ended} without a result; log: {record.stderr}"

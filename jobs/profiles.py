@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from hw5.config import ConfigError, parse_yaml
+from hw5.config import ConfigError, parse_yaml, seed_ranges
 from jobs.container import (CODE_SOURCES, DROPS_ENV, ENGINES, KINDS, Image, JobPaths, Step,
                             containerized_step)
 
@@ -233,14 +233,7 @@ def wants_gpu(profile: Profile) -> bool:
 
 def job_name(profile: Profile, experiment: str, seeds: list[int]) -> str:
     """<prefix>-<exp>-s<seeds>: squeue and sacct say which runs an array holds (s0-4, s1,3, s2)."""
-    return f"{profile.slurm['job_name_prefix']}-{experiment}-s{compact_seeds(seeds)}"
-
-
-def compact_seeds(seeds: list[int]) -> str:
-    ordered = sorted(set(seeds))
-    if len(ordered) > 2 and ordered == list(range(ordered[0], ordered[-1] + 1)):
-        return f"{ordered[0]}-{ordered[-1]}"
-    return ",".join(map(str, ordered))
+    return f"{profile.slurm['job_name_prefix']}-{experiment}-s{seed_ranges(seeds)}"
 
 
 def make_executor(profile: Profile, cluster: str, folder: Path, paths: JobPaths, image: Image | None = None):

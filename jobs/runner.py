@@ -1,6 +1,9 @@
 """Putting runs on an executor: SLURM arrays (returns at once), local processes (waits), debug (inline)."""
 from __future__ import annotations
 
+import contextlib
+import os
+import signal
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -12,6 +15,9 @@ from jobs.ledger import Ledger, Record, now_iso
 from jobs.profiles import Profile, job_name, make_executor
 
 POLL_S = 2.0            # how often the local runner looks at its processes
+# After Ctrl-C the local runs finish their step and save a checkpoint: seconds for the tiny models, the
+# full models' optimizer state in well under a minute; then whatever still runs is killed.
+STOP_WAIT_S = 120.0
 HEARTBEAT_S = 60.0      # a "still running" line at least this often
 WAIT_POLL_S = 10.0      # --wait on SLURM: squeue/sacct at most this often
 
@@ -119,8 +125,11 @@ def submit_to_slurm(arrays: list[Array], keys: dict, profile: Profile, ledger: L
             _remove_new_files(ledger, before)   # a refused submission leaves no pickles behind
             from jobs.slurm_site import refusal_hint
             text = " ".join(str(exc).split())
-            raise SubmissionRefused(f"sbatch refused {array.name} ({profile.path}): {text}"
-                                    + refusal_hint(text, profile.path)) from None
+            done = arrays[:arrays.index(array)]
+            so_far = (f"\n  submitted before it: {', '.join(a.name for a in done)}; not submitted: "
+                      f"{', '.join(a.name for a in arrays[len(done):])}" if done else "")
+            raise SubmissionRefused(f"sbatch refused {array.name} ({profile.path}): {text}{so_far}"
+                                    + refusal_hint(text, profile.path, profile.slurm["account"])) from None
         ledger.add([_record(spec, job, keys[spec.key], "slurm", profile, len(pack))
                     for pack, job in zip(array.packs, jobs) for spec in pack])
         first = str(jobs[0].job_id).split("_")[0]
@@ -167,36 +176,116 @@ def pack_label(pack: list[RunSpec]) -> str:
     return pack[0].name if len(pack) == 1 else f"pack of {len(pack)} ({pack[0].name} .. {pack[-1].name})"
 
 
+class LocalRunsStopped(KeyboardInterrupt):
+    """Ctrl-C or SIGTERM stopped the local runs; str() is the one line that says what and how to resume."""
+
+
 def run_locally(packs: list[list[RunSpec]], keys: dict, profile: Profile, ledger: Ledger,
                 paths: JobPaths, lanes: int = 1) -> int:
-    """Local processes (one per pack), at most profile.local.max_parallel at once; waits and summarises."""
+    """Local processes (one per pack), at most profile.local.max_parallel at once; waits and summarises.
+    Ctrl-C / SIGTERM: the running runs save a checkpoint and stop (`interrupted`), LocalRunsStopped."""
     executor = make_executor(profile, "local", ledger.submitit_folder, paths)
     limit, queue, running, failed = profile.local["max_parallel"], list(packs), {}, []
     started, beat = time.time(), time.time()
     total = sum(len(pack) for pack in packs)
     print(f"running {total} run(s) locally" + (f" in {len(packs)} packed jobs" if len(packs) < total else "")
           + f", {limit} at once", flush=True)
-    while queue or running:
-        while queue and len(running) < limit:
-            pack = queue.pop(0)
-            job = executor.submit(Job(pack, lanes))
-            records = [_record(spec, job, keys[spec.key], "local", profile, len(pack)) for spec in pack]
-            ledger.add(records)
-            running[job.job_id] = (job, records, _LogFollower(pack_label(pack), records[0].stdout), time.time())
-            print(f"started {pack_label(pack)} (local job {job.job_id}; log {records[0].stdout})", flush=True)
-        time.sleep(POLL_S)
-        for job_id, (job, records, follower, t0) in list(running.items()):
-            follower.poll()
-            if job.done():
-                del running[job_id]
-                failed += [r.name for r in records if not _report_local(r, time.time() - t0)]
-        if running and time.time() - beat > HEARTBEAT_S:
-            beat = time.time()
-            print(f"still running: {', '.join(f.name for _, _, f, _ in running.values())} "
-                  f"({time.time() - started:.0f} s)")
+    try:
+        while queue or running:
+            while queue and len(running) < limit:
+                pack = queue.pop(0)
+                with children_ignore_sigint():
+                    job = executor.submit(Job(pack, lanes))
+                records = [_record(spec, job, keys[spec.key], "local", profile, len(pack)) for spec in pack]
+                ledger.add(records)
+                running[job.job_id] = (job, records, _LogFollower(pack_label(pack), records[0].stdout), time.time())
+                print(f"started {pack_label(pack)} (local job {job.job_id}; log {records[0].stdout})", flush=True)
+            time.sleep(POLL_S)
+            for job_id, (job, records, follower, t0) in list(running.items()):
+                follower.poll()
+                if job.done():
+                    del running[job_id]
+                    failed += [r.name for r in records if not _report_local(r, time.time() - t0)]
+            if running and time.time() - beat > HEARTBEAT_S:
+                beat = time.time()
+                print(f"still running: {', '.join(f.name for _, _, f, _ in running.values())} "
+                      f"({time.time() - started:.0f} s)")
+    except KeyboardInterrupt:
+        stopped = [r.name for _, records, _, _ in running.values() for r in records]
+        stop_local_jobs([job for job, _, _, _ in running.values()])
+        waiting = sum(len(pack) for pack in queue)
+        raise LocalRunsStopped(f"stopped: {len(stopped)} run(s) interrupted ({', '.join(stopped) or 'none'}), "
+                               f"their checkpoints kept; {waiting} not started. Run the same command again to "
+                               "resume") from None
     print(f"local runs finished in {time.time() - started:.0f} s: {total - len(failed)} ok, "
           f"{len(failed)} failed" + (f" ({', '.join(failed)})" if failed else ""))
     return 1 if failed else 0
+
+
+@contextlib.contextmanager
+def children_ignore_sigint():
+    """Processes started here begin with SIGINT ignored. A terminal's Ctrl-C goes to its whole process
+    group: it should reach the launcher and the runs (which install their own handler: jobs/job.py),
+    not submitit's local controllers, which would print a traceback and kill their run mid-checkpoint."""
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def stop_local_jobs(jobs: list, wait_s: float = STOP_WAIT_S) -> None:
+    """SIGTERM to each local job's run (it checkpoints at its next step and exits), wait for them, then
+    kill whatever is left of the jobs' processes. A second Ctrl-C stops the waiting at once."""
+    for job in jobs:
+        for pid in _run_pids(int(job.job_id)):
+            _signal(pid, signal.SIGTERM)
+    if jobs:
+        print(f"\nstopping {len(jobs)} local job(s): each saves a checkpoint at its next step "
+              "(Ctrl-C again stops at once)", flush=True)
+    deadline = time.time() + wait_s
+    try:
+        while any(not job.done() for job in jobs) and time.time() < deadline:
+            time.sleep(0.5)
+    except KeyboardInterrupt:
+        pass
+    for job in jobs:
+        for pid in [int(job.job_id), *descendants(int(job.job_id))]:
+            _signal(pid, signal.SIGKILL)
+
+
+def _signal(pid: int, signum: int) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.kill(pid, signum)
+
+
+def _run_pids(job_pid: int) -> list[int]:
+    """The run processes (submitit's task, `python -m submitit.core._submit`) under a local job."""
+    return [pid for pid in descendants(job_pid) if "submitit.core._submit" in cmdline(pid)]
+
+
+def descendants(pid: int) -> list[int]:
+    """All processes below pid (children, grandchildren, ...), from /proc."""
+    parents: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        parents.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+    out, todo = [], [pid]
+    while todo:
+        for child in parents.get(todo.pop(), []):
+            out.append(child)
+            todo.append(child)
+    return out
+
+
+def cmdline(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+    except OSError:
+        return ""
 
 
 def _report_local(record: Record, seconds: float) -> bool:
@@ -233,7 +322,8 @@ LIVE_STATES = ("pending", "running", "unknown")   # states that may still change
 
 def progress_line(runs) -> str:
     """'17/50 done, 3 running, 2 blocked' (the states present, in a fixed order)."""
-    order = ("running", "pending", "blocked", "failed", "stale", "corrupt", "partial", "missing", "unknown")
+    order = ("running", "pending", "blocked", "interrupted", "failed", "stale", "corrupt", "partial", "missing",
+             "unknown")
     counts = {s: sum(r.state == s for r in runs) for s in order}
     done = sum(r.state == "done" for r in runs)
     return f"{done}/{len(runs)} done" + "".join(f", {n} {s}" for s, n in counts.items() if n)

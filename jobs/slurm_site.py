@@ -150,6 +150,12 @@ def read_partition(name: str | None) -> Partition | None:
                      listed("AllowQos"), int(mem) if mem.isdigit() else None, row)
 
 
+def partition_names() -> list[str]:
+    code, out, _ = run_command(["scontrol", "show", "partition", "-o"])
+    rows = [_fields(line) for line in out.splitlines() if code == 0 and line.strip()]
+    return [r["PartitionName"] + ("*" if r.get("Default") == "YES" else "") for r in rows if "PartitionName" in r]
+
+
 def parse_gres(text: str) -> dict[str, int]:
     """sinfo's %G ("gpu:2", "gpu:a100:4(S:0-1),gpu:v100:2", "(null)") -> {type: count}."""
     gpus: dict[str, int] = {}
@@ -196,7 +202,8 @@ def preflight(slurm: dict, profile_path: Path, scripts: list[str]) -> list[str]:
     partition = read_partition(slurm["partition"])
     if partition is None:
         where = f"partition '{slurm['partition']}'" if slurm["partition"] else "a default partition"
-        return [f"the cluster has no {where}: set slurm.partition in {profile_path} (sinfo -s lists them)"]
+        return [f"the cluster has no {where}: set slurm.partition in {profile_path} to one of: "
+                f"{', '.join(partition_names()) or '(none listed: sinfo -s)'}"]
     problems = limits_problems(slurm, partition, read_nodes(partition.name), profile_path)
     problems += account_problems(slurm, partition, profile_path)
     for script in scripts[:1] if problems else scripts:
@@ -271,8 +278,19 @@ def test_only(script: str) -> str | None:
     return " / ".join(line.strip() for line in said.splitlines() if line.strip()) or f"exit code {code}"
 
 
-def refusal_hint(message: str, profile_path: Path) -> str:
-    """What to do about an sbatch refusal, when it is about accounts, QOS or the partition."""
+def refusal_hint(message: str, profile_path: Path, account: str | None = None) -> str:
+    """What to do about an sbatch refusal, when it is about accounts, QOS, limits or the partition."""
+    if re.search(r"MaxSubmitJob", message):
+        from jobs.limits import read_limits
+        if read_limits(account, None).max_submit != 0:     # a limit reached, not an account barred
+            return ("\n  hint: you reached the site's limit on queued jobs (MaxSubmitJobs): wait until some of "
+                    "yours end (squeue -u $USER), or pack runs into fewer jobs (--pack N); launching the same "
+                    "command again submits what is missing")
+    if re.search(r"Invalid qos|InvalidQOS", message, re.I):
+        code, out, _ = run_command(["sacctmgr", "-n", "-P", "show", "qos", "format=name"])
+        names = ", ".join(out.split()) if code == 0 and out.strip() else "(sacctmgr show qos)"
+        return (f"\n  hint: set slurm.qos in {profile_path} to a QOS of the site ({names}) that your associations "
+                f"allow (sacctmgr show assoc user=$USER format=account,partition,qos), or null for the default")
     if re.search(r"QOSMin(GRES|TRES)", message):
         return (f"\n  hint: the partition's QOS requires a GPU: set slurm.gpus_per_node >= 1 in {profile_path} "
                 f"(slurm.allow_cpu: true if the runs may then train on the CPU)")

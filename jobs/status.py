@@ -6,9 +6,11 @@ profile key to change), running or failed (with its traceback); a job that never
 """
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
+from hw5.config import seed_ranges
 from hw5.contract import STATES, RunKey, judge, run_dir
 from jobs import ledger as ledger_mod
 from jobs.job import RunSpec
@@ -54,14 +56,41 @@ def refresh_states(runs: list[TrackedRun], ledger: Ledger) -> list[TrackedRun]:
     return runs
 
 
+# More seeds than this in one experiment: one line per experiment instead of one per run.
+SUMMARY_SEEDS = 10
+
+
 def print_table(runs: list[TrackedRun], actions: dict[tuple, str] | None = None) -> None:
+    per_experiment = Counter(r.spec.experiment for r in runs)
+    if per_experiment and max(per_experiment.values()) > SUMMARY_SEEDS:
+        print_summary(runs, actions)
+        return
     last = "action" if actions else "detail"
-    print(f"{'experiment':<18} {'seed':>4}  {'state':<8} {'job':<12} {'config':<8}  {last}")
+    print(f"{'experiment':<18} {'seed':>4}  {'state':<11} {'job':<12} {'config':<8}  {last}")
     for run in runs:
         job = run.record.job_id if run.record else "-"
         extra = actions[run.id] if actions else last_line(run.detail)
-        print(f"{run.spec.experiment:<18} {run.spec.seed:>4}  {run.state:<8} {job:<12} {run.key.config_hash:<8}  "
+        print(f"{run.spec.experiment:<18} {run.spec.seed:>4}  {run.state:<11} {job:<12} {run.key.config_hash:<8}  "
               f"{extra}".rstrip())
+    counts = {s: sum(r.state == s for r in runs) for s in STATES}
+    print("total: " + ", ".join(f"{n} {s}" for s, n in counts.items() if n) + f" (of {len(runs)} runs)")
+
+
+def print_summary(runs: list[TrackedRun], actions: dict[tuple, str] | None = None) -> None:
+    """One line per experiment: how many runs are in each state (and what this launch does with them),
+    and which seeds are not done."""
+    groups: dict[str, list[TrackedRun]] = {}
+    for run in runs:
+        groups.setdefault(run.spec.experiment, []).append(run)
+    print(f"{'experiment':<18} {'runs':>6}  states" + ("; actions" if actions else "") + "; seeds not done")
+    for experiment, group in groups.items():
+        states = Counter(r.state for r in group)
+        said = ", ".join(f"{states[s]} {s}" for s in STATES if states[s])
+        if actions:
+            done = Counter(actions[r.id].split(":")[0] for r in group)
+            said += "; " + ", ".join(f"{n} {a}" for a, n in sorted(done.items()))
+        missing = seed_ranges(r.spec.seed for r in group if r.state != "done") or "-"
+        print(f"{experiment:<18} {len(group):>6}  {said}; {missing}")
     counts = {s: sum(r.state == s for r in runs) for s in STATES}
     print("total: " + ", ".join(f"{n} {s}" for s, n in counts.items() if n) + f" (of {len(runs)} runs)")
 

@@ -17,6 +17,9 @@ import yaml
 
 from conftest import experiments_file, find_data_dir as farstail_dir  # noqa: F401 (one finder for every test module)
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from jobs.runner import cmdline, descendants  # noqa: E402,F401  (the launcher's own process reading)
+
 REPO = Path(__file__).resolve().parents[1]
 LAUNCH = REPO / "jobs" / "launch.py"
 BROKEN = "nli-broken"   # fails at run time (after submission): keeps 50 of the model's 12 layers
@@ -141,9 +144,9 @@ def write_profile(path: Path, base: str = "local", **slurm) -> Path:
 def status_rows(output: str) -> dict[tuple, tuple[str, str]]:
     """{(experiment, seed): (state, detail)} from a `--status` / `--wait` table."""
     rows = {}
-    states = "done|stale|corrupt|partial|missing|pending|blocked|running|failed|unknown"
+    states = "done|stale|corrupt|partial|missing|pending|blocked|running|interrupted|failed|unknown"
     for line in output.splitlines():
-        m = re.match(rf"^(\S+)\s+(\d+)\s+({states})\s+\S+\s+\S+\s*(.*)$", line)
+        m = None if line.startswith("total:") else re.match(rf"^(\S+)\s+(\d+)\s+({states})\s+\S+\s+\S+\s*(.*)$", line)
         if m:
             rows[(m.group(1), int(m.group(2)))] = (m.group(3), m.group(4).strip())
     return rows
@@ -164,30 +167,6 @@ def comparable(m: dict) -> dict[str, float]:
         out.update({f"epoch{row['epoch']}.{k}": row[k]
                     for k in ("train_loss", "train_acc", "val_loss", "val_acc", "val_macro_f1")})
     return out
-
-
-def descendants(pid: int) -> list[int]:
-    """All processes below pid (children, grandchildren, ...), from /proc."""
-    parents: dict[int, list[int]] = {}
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        parents.setdefault(int(fields[1]), []).append(int(stat.parent.name))
-    out, todo = [], [pid]
-    while todo:
-        for child in parents.get(todo.pop(), []):
-            out.append(child)
-            todo.append(child)
-    return out
-
-
-def cmdline(pid: int) -> str:
-    try:
-        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-    except OSError:
-        return ""
 
 
 # Fields that measure the machine (time, memory, cache hits) or name the code version, not the result.

@@ -141,7 +141,7 @@ def test_only_globs_select_in_grid_order_and_a_miss_is_an_error(tmp_path, capsys
 
 @pytest.mark.parametrize("args, message", [
     ([], "say which runs: --all, or --only GLOB"),
-    (["--all", "--seeds", "zero"], "--seeds 'zero': expected integers"),
+    (["--all", "--seeds", "zero"], "--seeds zero: 'zero' is not a seed or a range"),
     (["--all", "--profile", "nosuch"], "no such cluster profile"),
     (["--all", "--experiments", "/nonexistent/grid.yaml"], "experiments file not found"),
     (["--all", "--pack", "0"], "--pack 0: give the runs per job, 1 or more"),
@@ -169,13 +169,15 @@ def test_newest_record_of_a_run_wins_and_logs_link_to_its_job(tmp_path):
     assert ledger.log_link("nli-full", 0, smoke=True).parent.parent.name == "smoke"   # never a full run's link
 
 
-def test_a_corrupt_record_line_is_skipped_with_a_warning(tmp_path, capsys):
+def test_corrupt_record_lines_are_skipped_with_one_warning_naming_them(tmp_path, capsys):
     ledger = Ledger(tmp_path)
     ledger.add([_record(tmp_path)])
-    with open(ledger.records_path, "a") as handle:
-        handle.write('{"experiment": "half a line\n')
-    assert list(ledger.latest()) == [("nli-full", 0, True)]
-    assert "unreadable record skipped" in capsys.readouterr().out
+    with open(ledger.records_path, "ab") as handle:
+        handle.write(b'{"experiment": "half a line\n\xff\xfe\x00garbage bytes\n')
+    ledger.add([_record(tmp_path, seed=1)])
+    assert list(ledger.latest()) == [("nli-full", 0, True), ("nli-full", 1, True)]
+    said = capsys.readouterr().err
+    assert said.count("warning") == 1 and f"{ledger.records_path}: line(s) 2, 3 unreadable, skipped" in said
 
 
 def test_job_state_reads_the_scheduler_and_submitit_result_files(tmp_path):

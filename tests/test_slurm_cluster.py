@@ -8,13 +8,15 @@ from __future__ import annotations
 
 import os
 import re
+import signal
 import subprocess
+import sys
 import time
 from pathlib import Path
 
 import pytest
 
-from launch_support import (BROKEN, comparable, farstail_dir, job_log, latest_record, launch, launcher_env,
+from launch_support import (BROKEN, LAUNCH, comparable, farstail_dir, job_log, latest_record, launch, launcher_env,
                             metrics, records, result_part, scratch_dir, slurm_problem, start_launch, status_rows,
                             wait_until, write_grid)
 
@@ -194,3 +196,45 @@ def test_a_packed_array_reports_each_run_and_matches_separate_jobs(cluster):
     assert "keep_layers is 50, but the model" in final[(BROKEN, 1)][1]
     for seed in (0, 1):
         assert result_part(metrics(results, "nli-full", seed)) == result_part(separate[seed])
+
+
+def test_a_job_scancelled_while_running_is_interrupted_and_a_plain_relaunch_resumes_it(cluster):
+    results = cluster["root"] / "results-cancelled"
+    only = ["--only", "nli-full", "--seeds", "2"]
+    out = launch(_args(cluster, *only, results=results), cluster["env"])
+    assert out.returncode == 0, out.stdout
+    record = latest_record(results, "nli-full", 2)
+    wait_until(lambda: "trainable parameters" in job_log(record), RUN_TIMEOUT_S, "training to start")
+    subprocess.run(["scancel", record["job_id"]], check=True, timeout=30)
+    _wait_jobs_gone([record["job_id"]])
+    # scancel sends SIGTERM: the run saves a checkpoint at its next step first
+    assert "stopped by SIGTERM during nli-full/seed-2 (checkpoint saved" in job_log(record), job_log(record)
+    status = launch(_args(cluster, "--status", *only, results=results), cluster["env"])
+    rows = status_rows(status.stdout)
+    assert rows[("nli-full", 2)][0] == "interrupted" and "launch again to resume it" in rows[("nli-full", 2)][1]
+    again = launch(_args(cluster, *only, "--wait", results=results), cluster["env"], timeout=RUN_TIMEOUT_S)
+    assert again.returncode == 0, again.stdout
+    resumed = latest_record(results, "nli-full", 2)
+    assert resumed["job_id"] != record["job_id"] and "resumed from" in job_log(resumed), job_log(resumed)
+
+
+def test_ctrl_c_of_a_waiting_launcher_is_one_line_and_its_jobs_go_on(cluster):
+    results = cluster["root"] / "results-ctrl-c"
+    log = cluster["root"] / "ctrl-c.log"
+    proc = subprocess.Popen([sys.executable, str(LAUNCH), *_args(cluster, "--only", "nli-full", "--seeds", "3", "--wait",
+                                                                 results=results)],
+                            env=cluster["env"], stdout=open(log, "w"), stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        record = wait_until(lambda: latest_record(results, "nli-full", 3), 120, "the submission")
+        time.sleep(2)
+        os.killpg(proc.pid, signal.SIGINT)            # a terminal's Ctrl-C
+        assert proc.wait(timeout=60) == 130, log.read_text()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    said = log.read_text()
+    assert "stopped (SLURM jobs already submitted go on: python jobs/launch.py --status)" in said, said
+    assert "Traceback" not in said and "KeyboardInterrupt" not in said, said
+    assert _queued([record["job_id"]]) == [record["job_id"]]      # the job was not touched
+    subprocess.run(["scancel", record["job_id"]], timeout=30)
+    _wait_jobs_gone([record["job_id"]], 120)

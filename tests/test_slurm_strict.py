@@ -91,7 +91,8 @@ def test_dry_run_shows_each_arrays_sbatch_request_and_preflight_passes(site):
     for flag in ("--account=hw5lab", "--partition=a100", "--time=10", "--gpus-per-node=1", "--signal=USR2@30",
                  "--job-name=hw5-nli-full-s0,1", "--job-name=hw5-nli-freeze9-s0,1", "--array=0-1%1"):
         assert f"  {flag}\n" in out.stdout, (flag, out.stdout)   # array_parallelism 2, split over 2 arrays
-    assert "preflight: ok (partition a100, sbatch --test-only accepted 2 request(s))" in out.stdout, out.stdout
+    assert "preflight: ok (partition a100, sbatch --test-only accepted 2 request(s), 4 job(s) within the site's " \
+           "limits)" in out.stdout, out.stdout
     assert "dry run: nothing submitted" in out.stdout
     assert _queue(site["env"]) == before
     _nothing_submitted(site, "dry")
@@ -106,7 +107,7 @@ def test_dry_run_shows_each_arrays_sbatch_request_and_preflight_passes(site):
     ({"gpus_per_node": 8}, "slurm.gpus_per_node is 8 but nodes of a100 have at most 2 GPUs"),
     ({"gpus_per_node": 1, "gpu_type": "h100"}, "have at most 0 'h100' GPUs (types there: untyped)"),
     ({"gpus_per_node": 0}, "the partition's QOS requires a GPU: set slurm.gpus_per_node >= 1"),
-    ({"partition": "gpu"}, "the cluster has no partition 'gpu': set slurm.partition"),
+    ({"partition": "gpu"}, "the cluster has no partition 'gpu': set slurm.partition in"),
 ])
 def test_preflight_refuses_requests_that_could_never_start(site, change, says):
     profile = _profile(site, "bad", **change)
@@ -130,6 +131,54 @@ def test_the_default_account_refusal_says_to_set_slurm_account(site):
     assert "sbatch refused hw5-nli-full-s0" in refused.stdout and hint in refused.stdout, refused.stdout
     assert "Traceback" not in refused.stdout
     _nothing_submitted(site, "noaccount")
+
+
+def test_an_unknown_partition_lists_the_sites_partitions(site):
+    out = _launch(site, "nopart", "--only", "nli-full", "--seeds", "0", profile=_profile(site, "nopart", partition="gpu"))
+    assert out.returncode == 2 and re.search(r"no partition 'gpu': set slurm.partition in \S+ to one of: a100\*",
+                                             out.stdout), out.stdout
+
+
+@pytest.fixture
+def submit_limit(site):
+    """The account hw5lab may have 3 jobs queued or running (MaxSubmitJobs=3) while the test runs."""
+    def limit(value: int) -> None:
+        subprocess.run(["sacctmgr", "-i", "-Q", "modify", "user", "root", "where", "account=hw5lab", "cluster=strict",
+                        "set", f"MaxSubmitJobs={value}"], env=site["env"], check=True, timeout=30, capture_output=True)
+    limit(3)
+    yield limit
+    limit(-1)
+
+
+def test_a_grid_over_the_submit_limit_is_refused_before_submission_with_a_pack_that_fits(site, submit_limit):
+    only = ["--only", "nli-full,nli-freeze9", "--seeds", "0,1"]
+    out = _launch(site, "limit", *only, "--dry-run")
+    assert out.returncode == 2, out.stdout
+    assert ("this launch adds 4 job(s) to the 0 you have queued, 4 in all, over MaxSubmitJobs=3 (association of "
+            "account hw5lab): add --pack 2 (2 job(s), 2 runs each at most)") in out.stdout, out.stdout
+    _nothing_submitted(site, "limit")
+    packed = _launch(site, "limit", *only, "--pack", "2", "--dry-run")
+    assert packed.returncode == 0 and "2 job(s) within the site's limits" in packed.stdout, packed.stdout
+
+
+def test_a_refusal_halfway_names_sbatchs_reason_and_a_plain_relaunch_submits_the_rest(site, submit_limit):
+    only = ["--only", "nli-full,nli-freeze9", "--seeds", "0,1"]
+    out = _launch(site, "half", *only, "--no-preflight")
+    try:
+        assert out.returncode == 1, out.stdout
+        assert "sbatch refused hw5-nli-freeze9-s0,1" in out.stdout and "AssocMaxSubmitJobLimit" in out.stdout
+        assert ("submitted before it: hw5-nli-full-s0,1; not submitted: hw5-nli-freeze9-s0,1" in out.stdout
+                and "you reached the site's limit on queued jobs (MaxSubmitJobs)" in out.stdout), out.stdout
+        assert {(r["experiment"], r["seed"]) for r in records(site["root"] / "results-half")} == \
+            {("nli-full", 0), ("nli-full", 1)}
+        submit_limit(10)
+        again = _launch(site, "half", *only)
+        assert again.returncode == 0 and "submitted hw5-nli-freeze9-s0,1: 2 run(s)" in again.stdout, again.stdout
+        assert "hw5-nli-full" not in again.stdout.split("submitted", 1)[1], again.stdout
+    finally:
+        ours = [r["job_id"] for r in records(site["root"] / "results-half")]
+        subprocess.run(["scancel", *ours], env=site["env"], timeout=30)
+        _wait_gone(site, ours, 120)
 
 
 def test_jobs_that_can_never_start_are_blocked_with_the_key_to_change_and_wait_ends(site):
