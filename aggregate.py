@@ -26,7 +26,7 @@ import traceback
 from pathlib import Path
 
 try:
-    from hw5.config import parse_seeds as config_seeds
+    from hw5.config import DEFAULT_GRID, parse_seeds as config_seeds
     from hw5.contract import results_tree
     from hw5.report import sections
     from hw5.report.document import Markdown, render_markdown, render_notebook
@@ -41,9 +41,8 @@ except ModuleNotFoundError as missing:      # a python without the project's pac
     sys.exit(f"error: python module '{missing.name}' is not installed here: run aggregate.py with the project's "
              f"environment (make venv, then .venv/bin/python aggregate.py), or pip install -e .")
 
-REPO_ROOT = Path(__file__).resolve().parent
 DEFAULT_RESULTS = Path("results")                       # relative to the working directory, like the jobs
-DEFAULT_EXPERIMENTS = REPO_ROOT / "jobs" / "experiments.yaml"  # the grid the launcher runs
+DEFAULT_EXPERIMENTS = DEFAULT_GRID                      # the grid the launcher runs
 
 
 def parse_seeds(text: str) -> list[int]:
@@ -85,7 +84,7 @@ def build_blocks(collection: Collection, outputs: sections.Outputs) -> list:
     for task in ("nli", "ser"):
         print(f"aggregate: {task} tables and plots", flush=True)
         blocks += sections.task_section(collection, task, runs, outputs)
-    others = sorted(set(collection.grid.tasks.values()) - {"nli", "ser"})
+    others = sorted(set(collection.scope.tasks.values()) - {"nli", "ser"})
     if others:
         blocks.append(Markdown(f"Experiments of unknown task(s) {', '.join(others)} appear only in the "
                                "table below."))
@@ -164,7 +163,7 @@ def main(argv: list[str] | None = None) -> int:
         return 3
     corrupt = report_problems(collection)
     counts = {s: len(collection.with_status(s)) for s in ("done", "missing", "partial", "stale", "corrupt")}
-    expected = len(collection.grid.tasks) * len(collection.grid.seeds)
+    expected = len(collection.scope.tasks) * len(collection.scope.seeds)
     print(f"aggregate: {counts['done']}/{expected} runs used; " + ", ".join(
         f"{n} {s}" for s, n in counts.items() if s != "done") + f" -> {tree / 'report.md'}")
     return 1 if corrupt else 0

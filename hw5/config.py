@@ -18,7 +18,7 @@ from typing import Any
 
 import yaml
 
-from hw5.report.spec import ReportSpec, SpecError, parse_report
+from hw5.report_spec import ReportSpec, SpecError, parse_report
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 # The grid file ships inside the `jobs` package so an installed hw5 (e.g. in the image) still finds it.

@@ -36,6 +36,8 @@ STATES = {
                    "kept and launching again resumes it",
     "failed": "its job ended without a result (the run raised, or its job died)",
     "unknown": "the scheduler did not answer; ask again",
+    "ignored": "on disk but outside what was asked for (a seed not requested, an experiment the experiments "
+               "file does not name): listed, never averaged",
 }
 SMOKE_TREE = "smoke"        # smoke results live in <results>/smoke/, a results tree of their own
 CURVES_TREE = "tensorboard"  # <tree>/tensorboard/<exp>/seed-<n>/: each run's live TensorBoard events
@@ -192,19 +194,29 @@ def _is_number(value) -> bool:
 
 def judge(out_dir: Path, key: RunKey) -> Verdict:
     """done / stale / corrupt / partial / missing for the run folder `out_dir`, against `key`."""
+    verdict = judge_folder(out_dir, key.experiment, key.seed, key.smoke)
+    if verdict.state != "done":
+        return verdict
+    reason = stale_reason(verdict.metrics, key)
+    return Verdict("stale" if reason else "done", reason, verdict.metrics)
+
+
+def judge_folder(out_dir: Path, experiment: str, seed: int, smoke: bool) -> Verdict:
+    """done / corrupt / partial / missing from the folder alone: a valid result of this run is `done`
+    here, whatever config made it (judge() compares the key; the report does without one when there is
+    no experiments file)."""
     path = Path(out_dir) / "metrics.json"
     if not path.exists():
         if Path(out_dir).is_dir():
             return Verdict("partial", f"{out_dir} has no metrics.json (the run died, or is running)")
         return Verdict("missing")
-    metrics, problem = read_metrics(path, key.experiment, key.seed)
+    metrics, problem = read_metrics(path, experiment, seed)
     if metrics is None:
         return Verdict("corrupt", f"{path}: {problem}")
-    if bool(metrics.get("smoke", False)) != key.smoke:
+    if bool(metrics.get("smoke", False)) != smoke:
         kind = "smoke" if metrics.get("smoke") else "full"
-        return Verdict("corrupt", f"{path}: a {kind} result in the {'smoke' if key.smoke else 'full'} tree; move it")
-    reason = stale_reason(metrics, key)
-    return Verdict("stale" if reason else "done", reason, metrics)
+        return Verdict("corrupt", f"{path}: a {kind} result in the {'smoke' if smoke else 'full'} tree; move it")
+    return Verdict("done", "", metrics)
 
 
 def stale_reason(metrics: dict, key: RunKey) -> str:

@@ -10,7 +10,7 @@ import pandas as pd
 from hw5.config import resolve_config
 from hw5.data.farstail import CLASSES, SPLITS, check_release, ensure_farstail, normalization_report, read_split
 from hw5.io import write_text_atomic
-from hw5.report.statsdoc import section, write_stats
+from hw5.statsdoc import section, write_stats
 
 TRUNCATION_LENGTHS = (64, 96, 128, 256, 512)
 

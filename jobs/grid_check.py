@@ -21,11 +21,10 @@ import sys
 import time
 from pathlib import Path
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-if str(REPO_ROOT) not in sys.path:
-    sys.path.insert(0, str(REPO_ROOT))
+if str(Path(__file__).resolve().parent.parent) not in sys.path:   # run as a script from a checkout
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from hw5.config import load_grid  # noqa: E402
+from hw5.config import DEFAULT_GRID, REPO_ROOT, load_grid  # noqa: E402
 from hw5.io import write_json_atomic, write_text_atomic  # noqa: E402
 
 # What a full-size check changes in the study's defaults: no hub, and a corpus the node can make.
@@ -40,7 +39,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                                 epilog=__doc__.split("\n\n", 1)[1])
     p.add_argument("--tiny", action="store_true", help="the smoke slice (tiny models; what a CPU can run)")
     p.add_argument("--results", default="results/grid-check", help="results folder of the check")
-    p.add_argument("--experiments", default=str(REPO_ROOT / "jobs" / "experiments.yaml"),
+    p.add_argument("--experiments", default=str(DEFAULT_GRID),
                    help="the grid to check (one seed of each of its experiments)")
     p.add_argument("--only", help="experiment globs, as launch.py --only")
     p.add_argument("--pack", type=int, default=6, help="runs per job (default 6: a task's runs share one job)")

@@ -25,21 +25,21 @@ import time
 from collections import Counter
 from pathlib import Path
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-if str(REPO_ROOT) not in sys.path:   # `python jobs/launch.py` from a checkout without `pip install -e .`
-    sys.path.insert(0, str(REPO_ROOT))
+if str(Path(__file__).resolve().parent.parent) not in sys.path:   # `python jobs/launch.py` without `pip install -e .`
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 try:
-    from hw5.config import ConfigError, config_dict, load_grid, parse_seeds as config_seeds
+    from hw5.config import REPO_ROOT, ConfigError, config_dict, load_grid, parse_seeds as config_seeds
     from hw5.contract import data_fingerprint, run_key
     from hw5.errors import StorageError
     from hw5.io import check_room
     from jobs import container, limits, slurm_site
-    from jobs.job import RunSpec
+    from jobs.pack import RunSpec
     from jobs.ledger import Ledger
     from jobs.profiles import Profile, ProfileError, load_profile, wants_gpu
     from jobs.runner import (LocalRunsStopped, SubmissionRefused, make_packs, plan_arrays, run_in_process,
-                             run_locally, sbatch_request, submit_to_slurm, wait_for_runs)
+                             run_locally, sbatch_request, submit_to_slurm)
+    from jobs.scheduler import wait_for_runs
     from jobs.status import TrackedRun, print_failures, print_table, refresh_states
 except ModuleNotFoundError as missing:      # a python without the project's packages
     if (missing.name or "").split(".")[0] in ("hw5", "jobs"):

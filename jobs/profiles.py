@@ -16,11 +16,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from hw5.config import ConfigError, parse_yaml, seed_ranges
+from hw5.config import REPO_ROOT, ConfigError, parse_yaml, seed_ranges
 from jobs.container import (CODE_SOURCES, DROPS_ENV, ENGINES, KINDS, Image, JobPaths, Step,
                             containerized_step)
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
 PROFILE_DIR = REPO_ROOT / "slurm" / "profiles"
 
 # The schema: every key a profile may set, with its default (the comments live in the profile files).

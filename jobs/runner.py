@@ -8,18 +8,21 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from jobs import ledger as ledger_mod
+from hw5.io import now_iso
 from jobs.container import Image, JobPaths
-from jobs.job import Job, RunSpec
-from jobs.ledger import Ledger, Record, now_iso
+from jobs.job import Job
+from jobs.ledger import Ledger, Record
+from jobs.limits import read_limits
+from jobs.pack import RunSpec
 from jobs.profiles import Profile, job_name, make_executor
+from jobs.scheduler import cmdline, descendants, job_result, packed_state
+from jobs.slurm_site import refusal_hint
 
 POLL_S = 2.0            # how often the local runner looks at its processes
 # After Ctrl-C the local runs finish their step and save a checkpoint: seconds for the tiny models, the
 # full models' optimizer state in well under a minute; then whatever still runs is killed.
 STOP_WAIT_S = 120.0
 HEARTBEAT_S = 60.0      # a "still running" line at least this often
-WAIT_POLL_S = 10.0      # --wait on SLURM: squeue/sacct at most this often
 
 
 def _record(spec: RunSpec, job, key, cluster: str, profile: Profile, pack: int = 1) -> Record:
@@ -123,14 +126,13 @@ def submit_to_slurm(arrays: list[Array], keys: dict, profile: Profile, ledger: L
                 jobs = [executor.submit(Job(pack, array.lanes)) for pack in array.packs]
         except Exception as exc:   # sbatch's own message (bad partition, account, ...) is the useful part
             _remove_new_files(ledger, before)   # a refused submission leaves no pickles behind
-            from jobs.slurm_site import refusal_hint
             text = " ".join(str(exc).split())
             done = arrays[:arrays.index(array)]
             so_far = (f"\n  submitted before it: {', '.join(a.name for a in done)}; not submitted: "
                       f"{', '.join(a.name for a in arrays[len(done):])}" if done else "")
             raise SubmissionRefused(f"sbatch refused {array.name} ({profile.path}): {text}{so_far}"
-                                    + refusal_hint(text, profile.path, profile.slurm["account"])) from None
-        ledger.add([_record(spec, job, keys[spec.key], "slurm", profile, len(pack))
+                                    + refusal_hint(text, profile.path, _limit_reached(profile))) from None
+        ledger.add([_record(spec, job, keys[spec.id], "slurm", profile, len(pack))
                     for pack, job in zip(array.packs, jobs) for spec in pack])
         first = str(jobs[0].job_id).split("_")[0]
         runs = f"{len(array.specs)} run(s)" + (f" in {len(jobs)} packed job(s)" if len(jobs) < len(array.specs) else "")
@@ -141,6 +143,11 @@ def submit_to_slurm(arrays: list[Array], keys: dict, profile: Profile, ledger: L
             print(f"  {job.job_id:<12} {', '.join(spec.name for spec in pack)}")
     smoke = "smoke/" if arrays and arrays[0].specs[0].smoke else ""
     print(f"logs: {ledger.root / 'logs'}/{smoke}<experiment>/seed-<n>/   state: python jobs/launch.py --status")
+
+
+def _limit_reached(profile: Profile) -> bool:
+    """The account may submit jobs at all (a refusal for MaxSubmitJobs is then a limit reached)."""
+    return read_limits(profile.slurm["account"], profile.slurm["qos"], profile.slurm["partition"]).max_submit != 0
 
 
 def _loose_files(ledger: Ledger) -> set[Path]:
@@ -196,7 +203,7 @@ def run_locally(packs: list[list[RunSpec]], keys: dict, profile: Profile, ledger
                 pack = queue.pop(0)
                 with children_ignore_sigint():
                     job = executor.submit(Job(pack, lanes))
-                records = [_record(spec, job, keys[spec.key], "local", profile, len(pack)) for spec in pack]
+                records = [_record(spec, job, keys[spec.id], "local", profile, len(pack)) for spec in pack]
                 ledger.add(records)
                 running[job.job_id] = (job, records, _LogFollower(pack_label(pack), records[0].stdout), time.time())
                 print(f"started {pack_label(pack)} (local job {job.job_id}; log {records[0].stdout})", flush=True)
@@ -264,34 +271,10 @@ def _run_pids(job_pid: int) -> list[int]:
     return [pid for pid in descendants(job_pid) if "submitit.core._submit" in cmdline(pid)]
 
 
-def descendants(pid: int) -> list[int]:
-    """All processes below pid (children, grandchildren, ...), from /proc."""
-    parents: dict[int, list[int]] = {}
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        parents.setdefault(int(fields[1]), []).append(int(stat.parent.name))
-    out, todo = [], [pid]
-    while todo:
-        for child in parents.get(todo.pop(), []):
-            out.append(child)
-            todo.append(child)
-    return out
-
-
-def cmdline(pid: int) -> str:
-    try:
-        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-    except OSError:
-        return ""
-
-
 def _report_local(record: Record, seconds: float) -> bool:
     """Say how one run of a finished local job ended; True when it succeeded."""
-    packed = record.packed_state()
-    outcome = ledger_mod.job_result(record)
+    packed = packed_state(record)
+    outcome = job_result(record)
     if packed.get("state") == "done" or (not packed and outcome and outcome[0] == "success"):
         print(f"finished {record.name} in {seconds:.0f} s", flush=True)
         return True
@@ -315,31 +298,3 @@ def run_in_process(packs: list[list[RunSpec]], keys: dict, profile: Profile, led
             failed += 1
             print(f"FAILED {pack_label(pack)}: {type(exc).__name__}: {exc}", flush=True)
     return 1 if failed else 0
-
-
-LIVE_STATES = ("pending", "running", "unknown")   # states that may still change by waiting
-
-
-def progress_line(runs) -> str:
-    """'17/50 done, 3 running, 2 blocked' (the states present, in a fixed order)."""
-    order = ("running", "pending", "blocked", "interrupted", "failed", "stale", "corrupt", "partial", "missing",
-             "unknown")
-    counts = {s: sum(r.state == s for r in runs) for s in order}
-    done = sum(r.state == "done" for r in runs)
-    return f"{done}/{len(runs)} done" + "".join(f", {n} {s}" for s, n in counts.items() if n)
-
-
-def wait_for_runs(refresh, show, poll_s: float = WAIT_POLL_S) -> int:
-    """--wait / --watch: refresh until nothing is pending, running or unknown, printing a progress line
-    when it changes; 0 when every run is done, else 1 (blocked runs end the wait: they never start)."""
-    last = None
-    while True:
-        runs = refresh()
-        line = progress_line(runs)
-        if line != last:
-            print(time.strftime("%H:%M:%S ") + line, flush=True)
-            last = line
-        if not any(r.state in LIVE_STATES for r in runs):
-            show(runs)
-            return 0 if all(r.state == "done" for r in runs) else 1
-        time.sleep(poll_s)

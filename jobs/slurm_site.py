@@ -278,14 +278,13 @@ def test_only(script: str) -> str | None:
     return " / ".join(line.strip() for line in said.splitlines() if line.strip()) or f"exit code {code}"
 
 
-def refusal_hint(message: str, profile_path: Path, account: str | None = None) -> str:
-    """What to do about an sbatch refusal, when it is about accounts, QOS, limits or the partition."""
-    if re.search(r"MaxSubmitJob", message):
-        from jobs.limits import read_limits
-        if read_limits(account, None).max_submit != 0:     # a limit reached, not an account barred
-            return ("\n  hint: you reached the site's limit on queued jobs (MaxSubmitJobs): wait until some of "
-                    "yours end (squeue -u $USER), or pack runs into fewer jobs (--pack N); launching the same "
-                    "command again submits what is missing")
+def refusal_hint(message: str, profile_path: Path, limit_reached: bool = False) -> str:
+    """What to do about an sbatch refusal, when it is about accounts, QOS, limits or the partition.
+    limit_reached: the account may submit, but not that many jobs (jobs/limits.py knows)."""
+    if re.search(r"MaxSubmitJob", message) and limit_reached:
+        return ("\n  hint: you reached the site's limit on queued jobs (MaxSubmitJobs): wait until some of "
+                "yours end (squeue -u $USER), or pack runs into fewer jobs (--pack N); launching the same "
+                "command again submits what is missing")
     if re.search(r"Invalid qos|InvalidQOS", message, re.I):
         code, out, _ = run_command(["sacctmgr", "-n", "-P", "show", "qos", "format=name"])
         names = ", ".join(out.split()) if code == 0 and out.strip() else "(sacctmgr show qos)"

@@ -12,9 +12,9 @@ from pathlib import Path
 
 from hw5.config import seed_ranges
 from hw5.contract import STATES, RunKey, judge, run_dir
-from jobs import ledger as ledger_mod
-from jobs.job import RunSpec
+from jobs import scheduler
 from jobs.ledger import Ledger, Record
+from jobs.pack import RunSpec
 
 
 @dataclass
@@ -28,7 +28,7 @@ class TrackedRun:
 
     @property
     def id(self) -> tuple:
-        return self.spec.key
+        return self.spec.id
 
     @property
     def folder(self) -> Path:
@@ -42,15 +42,15 @@ def refresh_states(runs: list[TrackedRun], ledger: Ledger) -> list[TrackedRun]:
         verdict = judge(run.folder, run.key)
         run.state, run.detail, run.record = verdict.state, verdict.detail, records.get(run.id)
     asked = [r.record for r in runs if r.record and r.state != "done"]
-    scheduler = ledger_mod.scheduler_states(asked)
+    said = scheduler.scheduler_states(asked)
     for run in runs:
         if run.state == "done" or run.record is None or run.record.cluster == "debug":
             continue
-        live = scheduler.get(run.record.job_id)
+        live = said.get(run.record.job_id)
         current = run.record.config_hash == run.key.config_hash and run.record.data in (run.key.data, None)
-        if (live and live[0] in ledger_mod.LIVE) or current:
+        if (live and live[0] in scheduler.SLURM_LIVE) or current:
             # a live job blocks resubmission even when it runs an older config
-            state, detail = ledger_mod.job_state(run.record, live)
+            state, detail = scheduler.job_state(run.record, live)
             if not (state == "missing" and run.state in ("stale", "corrupt", "partial")):
                 run.state, run.detail = state, detail
     return runs

@@ -18,7 +18,7 @@ import yaml
 from conftest import experiments_file, find_data_dir as farstail_dir  # noqa: F401 (one finder for every test module)
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from jobs.runner import cmdline, descendants  # noqa: E402,F401  (the launcher's own process reading)
+from jobs.scheduler import cmdline, descendants  # noqa: E402,F401  (the launcher's own process reading)
 
 REPO = Path(__file__).resolve().parents[1]
 LAUNCH = REPO / "jobs" / "launch.py"

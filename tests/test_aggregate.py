@@ -22,7 +22,7 @@ import aggregate  # noqa: E402
 from hw5.config import config_hash, resolve_config  # noqa: E402
 from hw5.contract import data_fingerprint  # noqa: E402
 from hw5.report.runs import Run, newest_hash  # noqa: E402
-from hw5.report.statsdoc import section, write_stats  # noqa: E402
+from hw5.statsdoc import section, write_stats  # noqa: E402
 
 from conftest import experiments_file  # noqa: E402
 

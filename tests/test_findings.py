@@ -148,7 +148,7 @@ def test_missing_runs_are_named_not_compared(tmp_path):
 
 def test_every_claim_a_question_may_name_has_its_literature():
     from hw5.report.findings import LITERATURE, WRITERS
-    from hw5.report.spec import CLAIMS, KINDS
+    from hw5.report_spec import CLAIMS, KINDS
     assert set(LITERATURE) == set(CLAIMS) and set(WRITERS) | {"variant"} == set(KINDS)
 
 

@@ -20,15 +20,17 @@ from launch_support import (BROKEN, REPO, comparable, farstail_dir, job_log, lau
                             status_rows, wait_until, write_grid)
 
 sys.path.insert(0, str(REPO))
-from jobs import ledger as ledger_mod  # noqa: E402
+from jobs import scheduler  # noqa: E402
 from jobs import slurm_site  # noqa: E402
 from jobs.container import JobPaths  # noqa: E402
 from jobs.launch import parse_seeds, select_experiments  # noqa: E402
 from jobs.ledger import Ledger, Record  # noqa: E402
 from jobs.profiles import (ProfileError, available_profiles, executor_settings, job_name, load_profile,  # noqa: E402
                            setup_lines)
-from jobs.job import Job, RunSpec  # noqa: E402
-from jobs.runner import make_packs, parallelism_shares, plan_arrays, progress_line, sbatch_request  # noqa: E402
+from jobs.job import Job  # noqa: E402
+from jobs.pack import RunSpec, room_for_another  # noqa: E402
+from jobs.runner import make_packs, parallelism_shares, plan_arrays, sbatch_request  # noqa: E402
+from jobs.scheduler import progress_line  # noqa: E402
 
 RUN_TIMEOUT_S = 400     # smoke runs on a busy 2-core machine, with margin
 PATHS = JobPaths(REPO / "results", REPO / "checkpoints", REPO / "data")
@@ -183,20 +185,20 @@ def test_corrupt_record_lines_are_skipped_with_one_warning_naming_them(tmp_path,
 def test_job_state_reads_the_scheduler_and_submitit_result_files(tmp_path):
     record = _record(tmp_path)
     Path(record.folder).mkdir()
-    assert ledger_mod.job_state(record, ("PENDING", "Priority", "debug")) == ("pending", "Priority")
-    assert ledger_mod.job_state(record, ("RUNNING", "None", "debug")) == ("running", "RUNNING")
-    assert ledger_mod.job_state(record, (ledger_mod.NO_ANSWER, "", ""))[0] == "unknown"
+    assert scheduler.job_state(record, ("PENDING", "Priority", "debug")) == ("pending", "Priority")
+    assert scheduler.job_state(record, ("RUNNING", "None", "debug")) == ("running", "RUNNING")
+    assert scheduler.job_state(record, (scheduler.NO_ANSWER, "", ""))[0] == "unknown"
     # no log: the job never ran (a task cancelled while pending leaves no trace in sacct)
-    assert ledger_mod.job_state(record, None) == ("missing", "job 7 was cancelled before it started: nothing ran")
-    assert ledger_mod.job_state(record, ("CANCELLED", "never started", ""))[0] == "missing"
+    assert scheduler.job_state(record, None) == ("missing", "job 7 was cancelled before it started: nothing ran")
+    assert scheduler.job_state(record, ("CANCELLED", "never started", ""))[0] == "missing"
     record.stdout.write_text("started\n")
-    state, detail = ledger_mod.job_state(record, ("TIMEOUT", "", ""))
+    state, detail = scheduler.job_state(record, ("TIMEOUT", "", ""))
     assert state == "failed" and "ended TIMEOUT without a result; log: " in detail
-    assert "cancelled while running" in ledger_mod.job_state(record, ("CANCELLED", "", ""))[1]
+    assert "cancelled while running" in scheduler.job_state(record, ("CANCELLED", "", ""))[1]
     submitit_utils.cloudpickle_dump(("error", "Traceback ...\nValueError: boom"), record.result_pickle)
-    assert ledger_mod.job_state(record, ("FAILED", "", "")) == ("failed", "Traceback ...\nValueError: boom")
+    assert scheduler.job_state(record, ("FAILED", "", "")) == ("failed", "Traceback ...\nValueError: boom")
     submitit_utils.cloudpickle_dump(("success", {}), record.result_pickle)
-    assert ledger_mod.job_state(record, ("COMPLETED", "", ""))[0] == "missing"
+    assert scheduler.job_state(record, ("COMPLETED", "", ""))[0] == "missing"
 
 
 @pytest.mark.parametrize("reason, state, says", [
@@ -223,8 +225,8 @@ def test_slurm_times_gres_and_array_ids_parse():
     assert slurm_site.parse_seconds("4:59") == 299 and slurm_site.parse_seconds("NOT_SET") is None
     assert slurm_site.parse_gres("gpu:a100:4(S:0-1),gpu:v100:2") == {"a100": 4, "v100": 2}
     assert slurm_site.parse_gres("gpu:2") == {"": 2} and slurm_site.parse_gres("(null)") == {}
-    assert ledger_mod._expand("12_[1-3,5%2]") == ["12_1", "12_2", "12_3", "12_5"]
-    assert ledger_mod._expand("12_4") == ["12_4"]
+    assert scheduler._expand("12_[1-3,5%2]") == ["12_1", "12_2", "12_3", "12_5"]
+    assert scheduler._expand("12_4") == ["12_4"]
 
 
 def _specs(task: str, experiments: list[str], seeds: range) -> list[RunSpec]:
@@ -258,15 +260,15 @@ def test_a_packed_run_has_its_own_state_from_the_pack_book(tmp_path):
     record = _record(tmp_path)
     record.pack = 3
     Path(record.folder).mkdir()
-    assert ledger_mod.job_state(record, ("RUNNING", "None", "debug"))[0] == "pending"     # not reached yet
-    book = ledger_mod.pack_book_path(record.folder, record.job_id)
+    assert scheduler.job_state(record, ("RUNNING", "None", "debug"))[0] == "pending"     # not reached yet
+    book = scheduler.pack_book_path(record.folder, record.job_id)
     book.write_text('{"runs": {"nli-full/seed-0": {"state": "running"}}}')
-    assert ledger_mod.job_state(record, ("RUNNING", "None", "debug")) == ("running", "RUNNING")
+    assert scheduler.job_state(record, ("RUNNING", "None", "debug")) == ("running", "RUNNING")
     book.write_text('{"runs": {"nli-full/seed-0": {"state": "failed", "error": "Traceback ...\\nDataError: x"}}}')
-    assert ledger_mod.job_state(record, ("RUNNING", "None", "debug")) == ("failed", "Traceback ...\nDataError: x")
+    assert scheduler.job_state(record, ("RUNNING", "None", "debug")) == ("failed", "Traceback ...\nDataError: x")
     book.write_text("{half")                                       # a job killed mid-write: the job decides
     submitit_utils.cloudpickle_dump(("error", "Traceback ...\nPackFailed: 1 of 3"), record.result_pickle)
-    assert ledger_mod.job_state(record, ("FAILED", "", "")) == ("failed", "Traceback ...\nPackFailed: 1 of 3")
+    assert scheduler.job_state(record, ("FAILED", "", "")) == ("failed", "Traceback ...\nPackFailed: 1 of 3")
 
 
 def test_array_parallelism_is_shared_out_over_the_arrays():
@@ -335,10 +337,18 @@ def _local_args(local, *extra, results=None):
     return [*local["base"], "--results", str(results or local["results"]), *extra]
 
 
+LAUNCHED = ["--all", "--only", f"nli-full,{BROKEN}", "--seeds", "0"]
+
+
+@pytest.fixture(scope="module")
+def launched(local):
+    """nli-full and the broken experiment (seed 0) launched once, locally: the runs the tests below read."""
+    return launch(_local_args(local, *LAUNCHED), local["env"], timeout=RUN_TIMEOUT_S)
+
+
 @pytest.mark.slow
-def test_local_launch_runs_waits_and_reports_a_failure_with_its_traceback(local):
-    only = ["--all", "--only", f"nli-full,{BROKEN}", "--seeds", "0"]
-    out = launch(_local_args(local, *only), local["env"], timeout=RUN_TIMEOUT_S)
+def test_local_launch_runs_waits_and_reports_a_failure_with_its_traceback(local, launched):
+    only, out = LAUNCHED, launched
     assert out.returncode == 1, out.stdout          # one run failed
     assert "1 ok, 1 failed (nli-broken/seed-0)" in out.stdout, out.stdout
     assert "keep_layers is 50, but the model" in out.stdout, out.stdout   # the failure is shown, not hidden
@@ -351,9 +361,8 @@ def test_local_launch_runs_waits_and_reports_a_failure_with_its_traceback(local)
 
 
 @pytest.mark.slow
-def test_local_retry_failed_reruns_only_the_failed_run(local):
+def test_local_retry_failed_reruns_only_the_failed_run(local, launched):
     before = records(local["results"])
-    assert before, "needs the test above"
     out = launch(_local_args(local, "--retry-failed", "--only", f"nli-full,{BROKEN}", "--seeds", "0"),
                  local["env"], timeout=RUN_TIMEOUT_S)
     assert out.returncode == 1 and f"started {BROKEN}/seed-0" in out.stdout, out.stdout
@@ -362,8 +371,8 @@ def test_local_retry_failed_reruns_only_the_failed_run(local):
 
 
 @pytest.mark.slow
-def test_changed_config_makes_a_run_stale_and_only_force_reruns_it(local):
-    assert metrics(local["results"], "nli-full", 0), "needs the local launch above"
+def test_changed_config_makes_a_run_stale_and_only_force_reruns_it(local, launched):
+    assert metrics(local["results"], "nli-full", 0), launched.stdout
     grid = yaml.safe_load(local["grid"].read_text())
     grid["experiments"]["nli-full"]["head_dropout"] = 0.2     # a field that changes results
     changed = local["root"] / "changed.yaml"
@@ -376,9 +385,9 @@ def test_changed_config_makes_a_run_stale_and_only_force_reruns_it(local):
 
 
 @pytest.mark.slow
-def test_usr2_checkpoints_requeues_and_resumes_to_the_same_metrics(local):
+def test_usr2_checkpoints_requeues_and_resumes_to_the_same_metrics(local, launched):
     reference = metrics(local["results"], "nli-full", 0)
-    assert reference, "needs the local launch above"
+    assert reference, launched.stdout
     results = local["root"] / "results-preempted"
     record = launch_and_interrupt(_local_args(local, "--only", "nli-full", "--seeds", "0", results=results),
                                   local["env"], local["root"] / "preempt.log", results, "nli-full",
@@ -406,11 +415,20 @@ def _packed_args(packed, name: str, *extra):
     return [*packed["base"], "--results", str(root / name), "--checkpoints", str(root / f"ckpt-{name}"), *extra]
 
 
+PACKED_RUNS = ["nli-full", "nli-freeze9", "ser-mean", "ser-fixedpad"]
+
+
+@pytest.fixture(scope="module")
+def alone(packed) -> Path:
+    """The packed tests' runs, each a job of its own: what a pack's runs must equal."""
+    out = launch(_packed_args(packed, "alone", "--only", ",".join(PACKED_RUNS)), packed["env"], timeout=RUN_TIMEOUT_S)
+    assert out.returncode == 0 and "4 ok, 0 failed" in out.stdout, out.stdout
+    return packed["root"] / "alone"
+
+
 @pytest.mark.slow
-def test_packed_runs_match_separate_processes_bit_for_bit_and_a_failure_stays_its_own(packed):
-    runs = ["nli-full", "nli-freeze9", "ser-mean", "ser-fixedpad"]
-    alone = launch(_packed_args(packed, "alone", "--only", ",".join(runs)), packed["env"], timeout=RUN_TIMEOUT_S)
-    assert alone.returncode == 0 and "4 ok, 0 failed" in alone.stdout, alone.stdout
+def test_packed_runs_match_separate_processes_bit_for_bit_and_a_failure_stays_its_own(packed, alone):
+    runs = PACKED_RUNS
     together = launch(_packed_args(packed, "packed", "--only", ",".join(runs + [BROKEN]), "--pack", "3"),
                       packed["env"], timeout=RUN_TIMEOUT_S)
     assert together.returncode == 1 and "5 run(s) locally in 2 packed jobs" in together.stdout, together.stdout
@@ -418,7 +436,7 @@ def test_packed_runs_match_separate_processes_bit_for_bit_and_a_failure_stays_it
     # the second run of each pack got its weights, data and (SER) CNN features from the pack's first run
     assert "pretrained hit" in together.stdout and "cnn-features hit" in together.stdout, together.stdout
     for name in runs:
-        first, second = metrics(packed["root"] / "alone", name, 0), metrics(packed["root"] / "packed", name, 0)
+        first, second = metrics(alone, name, 0), metrics(packed["root"] / "packed", name, 0)
         assert result_part(second) == result_part(first), name
     status = status_rows(launch(_packed_args(packed, "packed", "--status", "--only", ",".join(runs + [BROKEN])),
                                 packed["env"]).stdout)
@@ -427,9 +445,8 @@ def test_packed_runs_match_separate_processes_bit_for_bit_and_a_failure_stays_it
 
 
 @pytest.mark.slow
-def test_a_requeued_pack_skips_its_finished_runs_and_resumes_the_interrupted_one(packed):
-    reference = metrics(packed["root"] / "alone", "nli-freeze9", 0)
-    assert reference, "needs the test above"
+def test_a_requeued_pack_skips_its_finished_runs_and_resumes_the_interrupted_one(packed, alone):
+    reference = metrics(alone, "nli-freeze9", 0)
     results = packed["root"] / "requeued"
     record = launch_and_interrupt(_packed_args(packed, "requeued", "--only", "nli-full,nli-freeze9", "--pack", "2"),
                                   packed["env"], packed["root"] / "requeued.log", results, "nli-freeze9",
@@ -441,9 +458,8 @@ def test_a_requeued_pack_skips_its_finished_runs_and_resumes_the_interrupted_one
 
 
 @pytest.mark.slow
-def test_runs_of_a_pack_at_once_each_in_a_lane_match_separate_processes(packed):
+def test_runs_of_a_pack_at_once_each_in_a_lane_match_separate_processes(packed, alone):
     runs = ["nli-full", "nli-freeze9"]
-    assert all(metrics(packed["root"] / "alone", r, 0) for r in runs), "needs the packed test above"
     out = launch(_packed_args(packed, "lanes", "--only", ",".join(runs + [BROKEN]), "--pack", "3",
                               "--runs-per-gpu", "2"), packed["env"], timeout=RUN_TIMEOUT_S)
     assert out.returncode == 1 and "2 ok, 1 failed (nli-broken/seed-0)" in out.stdout, out.stdout
@@ -451,15 +467,15 @@ def test_runs_of_a_pack_at_once_each_in_a_lane_match_separate_processes(packed):
     assert {"[lane 0]", "[lane 1]"} <= set(re.findall(r"\[lane \d\]", out.stdout))        # both trained
     for name in runs:
         assert result_part(metrics(packed["root"] / "lanes", name, 0)) == \
-            result_part(metrics(packed["root"] / "alone", name, 0)), name
+            result_part(metrics(alone, name, 0)), name
     status = status_rows(launch(_packed_args(packed, "lanes", "--status", "--only", ",".join(runs + [BROKEN])),
                                 packed["env"]).stdout)
     assert status[(BROKEN, 0)][0] == "failed" and "ConfigError: keep_layers is 50" in status[(BROKEN, 0)][1]
 
 
 @pytest.mark.slow
-def test_usr2_reaches_every_lane_and_the_pack_resumes(packed):
-    reference = {r: metrics(packed["root"] / "alone", r, 0) for r in ("nli-full", "nli-freeze9")}
+def test_usr2_reaches_every_lane_and_the_pack_resumes(packed, alone):
+    reference = {r: metrics(alone, r, 0) for r in ("nli-full", "nli-freeze9")}
     results = packed["root"] / "lanes-requeued"
     record = launch_and_interrupt(_packed_args(packed, "lanes-requeued", "--only", "nli-full,nli-freeze9", "--pack",
                                                "2", "--runs-per-gpu", "2"),
@@ -473,7 +489,6 @@ def test_usr2_reaches_every_lane_and_the_pack_resumes(packed):
 
 
 def test_lanes_start_only_while_the_gpu_has_room_for_one_more():
-    from jobs.lanes import room_for_another
     assert room_for_another(used_mb=20_000, total_mb=81_000, lanes_running=1)       # 20 GB used, 61 free
     assert not room_for_another(used_mb=60_000, total_mb=81_000, lanes_running=2)   # 30 GB each, 21 free
     assert room_for_another(used_mb=60_000, total_mb=141_000, lanes_running=2)

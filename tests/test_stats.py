@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 
 from hw5.__main__ import main
-from hw5.report.statsdoc import read_stats, render_markdown
+from hw5.statsdoc import read_stats, render_markdown
 
 from conftest import fast_grid
 

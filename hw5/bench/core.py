@@ -94,7 +94,7 @@ ABLATIONS = {                      # the project path minus (or plus) one optimi
     "ceiling+graphs": replace(PATHS["ceiling"], graphs=True),  # CUDA only: one shape, one graph: GPU-bound
     "project+graphs-conv-pos": replace(PROJECT, graphs=True, pos_conv="conv"),   # SER, CUDA only
     "project+graphs-matmul-pos": replace(PROJECT, graphs=True, pos_conv="matmul"),  # SER, CUDA only
-    # last: compiling changes the model in place. Bucketed shapes recompile (measured: slower), so
+    # last: compiling changes the model in place. Bucketed shapes make it recompile (docs/performance.md), so
     # compile is timed where shapes allow it: the fixed-shape ceiling.
     "ceiling-compiled": replace(PATHS["ceiling"], compiled=True),
 }

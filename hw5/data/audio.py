@@ -27,7 +27,7 @@ from hw5.errors import DataError
 from hw5.io import share_like_umask
 
 TARGET_SR = 16000            # HuBERT's input rate
-RESAMPLE_QUALITY = "HQ"      # soxr "HQ": -144 dBc aliasing at ~1.5 ms per 10 s clip (stack notes)
+RESAMPLE_QUALITY = "HQ"      # soxr "HQ": aliasing far below 16-bit audio at a small cost (docs/design.md)
 MIN_SAMPLES = 400            # HuBERT's CNN needs 400 samples (25 ms at 16 kHz) for one frame
 CACHE_VERSION = 1            # bump when load_clip's output changes, so old cache entries are ignored
 DECODE_COUNT = 0             # load_clip calls in this process (tests use it to prove cache hits)

@@ -15,7 +15,7 @@ import soundfile as sf
 
 from hw5.data.shemo import EMOTIONS, DataError, ShemoClip
 from hw5.io import atomic_path
-from hw5.report.statsdoc import section, write_stats
+from hw5.statsdoc import section, write_stats
 
 _MAX_LISTED = 20   # unreadable files shown in one error before "... and N more"
 

@@ -274,7 +274,7 @@ WRITERS = {"padding": padding_finding, "pooling": pooling_finding, "imbalance": 
 def findings_section(collection: Collection, runs: pd.DataFrame) -> list:
     """The Findings section: one paragraph per question of the experiments file's report section."""
     paragraphs = []
-    for q in collection.grid.report.questions:
+    for q in collection.scope.report.questions:
         evidence = Evidence(collection, runs, q.baseline, q.variant)
         paragraphs.append(variant_finding(evidence, _description(collection, q.variant), q.claim)
                           if q.kind == "variant" else WRITERS[q.kind](evidence))

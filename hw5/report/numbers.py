@@ -57,7 +57,7 @@ def metric_value(metrics: dict, path: tuple[str, ...]) -> float:
 def run_frame(collection: Collection) -> pd.DataFrame:
     """One row per usable run: experiment, task, seed, config_hash and every metric."""
     rows = []
-    for experiment, task in collection.grid.tasks.items():
+    for experiment, task in collection.scope.tasks.items():
         for run in collection.done(experiment):
             row = {"experiment": experiment, "task": task, "seed": run.seed,
                    "config_hash": run.metrics["config_hash"]}
@@ -89,7 +89,7 @@ def summary_frame(collection: Collection, runs: pd.DataFrame, experiments: list[
     rows = []
     for experiment in experiments:
         mine = runs[runs["experiment"] == experiment]
-        row = {"experiment": experiment, "task": collection.grid.tasks[experiment], "n": len(mine),
+        row = {"experiment": experiment, "task": collection.scope.tasks[experiment], "n": len(mine),
                "seeds": " ".join(str(s) for s in mine["seed"]), "flags": flags(collection, experiment)}
         for metric in METRICS:
             _, row[f"{metric.key}_mean"], row[f"{metric.key}_std"] = mean_std(mine[metric.key])

@@ -62,8 +62,8 @@ def references_section(collection: Collection) -> list:
 
 def _ours(collection: Collection, role: str) -> str | None:
     """The experiment a published row is set beside: a task's baseline, or the one on the EmoBox split."""
-    if role in collection.grid.report.baselines:
-        name = collection.grid.report.baselines[role]
-        return name if name in collection.grid.tasks else None
+    if role in collection.scope.report.baselines:
+        name = collection.scope.report.baselines[role]
+        return name if name in collection.scope.tasks else None
     on_split = [e for e in collection.experiments("ser") if collection.setting(e, "split") == role]
     return on_split[0] if on_split else None

@@ -8,6 +8,7 @@ and the launcher use (config hash, and the data fingerprint where the data is he
   partial  the seed folder exists without metrics.json: the run died or is still going (excluded)
   missing  no seed folder at all (excluded)
   ignored  a seed outside the requested list, or an experiment the experiments file does not name
+(the vocabulary is hw5.contract.STATES).
 Without an experiments file there is no current config: the newest run of an experiment stands for
 it, and seeds with another config hash are stale.
 """
@@ -18,8 +19,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from hw5 import contract
-from hw5.config import ConfigError, GridSpec, load_grid
-from .spec import ReportSpec, first_of_each_task
+from hw5.config import REPO_ROOT, ConfigError, GridSpec, load_grid
+from hw5.report_spec import ReportSpec, first_of_each_task
 
 SEED_DIR = re.compile(r"^seed-(\d+)$")
 
@@ -40,7 +41,7 @@ class Run:
 
 
 @dataclass
-class Grid:
+class Scope:
     """What should exist: experiment -> task (in table order) and the seeds."""
     tasks: dict[str, str]
     seeds: list[int]
@@ -52,13 +53,13 @@ class Grid:
 @dataclass
 class Collection:
     """Everything the tables, plots and report need."""
-    grid: Grid
+    scope: Scope
     runs: dict[tuple[str, int], Run] = field(default_factory=dict)
     reference_hash: dict[str, str] = field(default_factory=dict)
     data_checked: set[str] = field(default_factory=set)   # experiments whose data fingerprint was compared
 
     def experiments(self, task: str | None = None) -> list[str]:
-        return [e for e, t in self.grid.tasks.items() if task is None or t == task]
+        return [e for e, t in self.scope.tasks.items() if task is None or t == task]
 
     def done(self, experiment: str) -> list[Run]:
         """Runs that may be averaged, ordered by seed."""
@@ -72,7 +73,7 @@ class Collection:
 
     def with_status(self, *statuses: str) -> list[Run]:
         """Runs in any of `statuses`, in table order (grid order, then seed)."""
-        order = list(self.grid.tasks)
+        order = list(self.scope.tasks)
         return sorted((r for r in self.runs.values() if r.status in statuses),
                       key=lambda r: (order.index(r.experiment), r.seed))
 
@@ -112,15 +113,14 @@ def scan_results(results_dir: Path) -> dict[str, dict[int, Path]]:
 
 def display_path(path: Path) -> str:
     """A path as the report shows it: relative to the repository when inside it (no machine-specific prefix)."""
-    repo = Path(__file__).resolve().parents[2]
     try:
-        return Path(path).resolve().relative_to(repo).as_posix()
+        return Path(path).resolve().relative_to(REPO_ROOT).as_posix()
     except ValueError:
         return str(path)
 
 
-def build_grid(grid_file: GridSpec | None, found: dict[str, dict[int, Path]], seeds: list[int] | None,
-               grid_path: Path) -> Grid:
+def build_scope(grid_file: GridSpec | None, found: dict[str, dict[int, Path]], seeds: list[int] | None,
+               grid_path: Path) -> Scope:
     """Expected experiments and seeds: from the experiments file when present, else from the runs found
     (ordered by task, then name; each task's first experiment is its baseline)."""
     on_disk = {e: task_on_disk(per_seed) for e, per_seed in found.items()
@@ -133,7 +133,7 @@ def build_grid(grid_file: GridSpec | None, found: dict[str, dict[int, Path]], se
         source = "the runs found (no experiments file)"
         grid_seeds, report = sorted({s for per_seed in found.values() for s in per_seed}), None
     declared = set(grid_file.tasks) if grid_file is not None else set()
-    return Grid(tasks=tasks, seeds=list(seeds if seeds is not None else grid_seeds), source=source,
+    return Scope(tasks=tasks, seeds=list(seeds if seeds is not None else grid_seeds), source=source,
                 declared=declared, report=report or ReportSpec(first_of_each_task(tasks)))
 
 
@@ -147,42 +147,39 @@ def collect(results_dir: Path, grid_path: Path, grid_explicit: bool = False, see
                              f"(python jobs/launch.py --all{' --smoke' if smoke else ''}) or pass --results DIR")
     found = scan_results(tree)
     grid_file = read_grid(Path(grid_path), grid_explicit)
-    grid = build_grid(grid_file, found, seeds, Path(grid_path))
-    collection = Collection(grid=grid)
-    for experiment in grid.tasks:
+    scope = build_scope(grid_file, found, seeds, Path(grid_path))
+    collection = Collection(scope=scope)
+    for experiment in scope.tasks:
         per_seed = found.get(experiment, {})
-        key = _current_key(experiment, grid, grid_file, smoke, data_dir)
-        for seed in sorted(set(grid.seeds) | set(per_seed)):
-            collection.runs[(experiment, seed)] = _read_cell(experiment, seed, per_seed.get(seed), grid, key)
+        key = _current_key(experiment, scope, grid_file, smoke, data_dir)
+        for seed in sorted(set(scope.seeds) | set(per_seed)):
+            collection.runs[(experiment, seed)] = _read_cell(experiment, seed, per_seed.get(seed), scope, key, smoke)
         _settle(collection, experiment, key)
     return collection
 
 
-def _current_key(experiment: str, grid: Grid, grid_file: GridSpec | None, smoke: bool,
+def _current_key(experiment: str, scope: Scope, grid_file: GridSpec | None, smoke: bool,
                  data_dir: Path | None) -> contract.RunKey | None:
     """The run key a current result carries (seed 0; the seed is set per cell); None without a grid entry."""
-    if grid_file is None or experiment not in grid.declared:
+    if grid_file is None or experiment not in scope.declared:
         return None
     cfg = grid_file.resolve(experiment, smoke)
     data = contract.data_fingerprint(cfg, data_dir) if data_dir and Path(data_dir).is_dir() else None
     return contract.run_key(experiment, 0, smoke, cfg, data)
 
 
-def _read_cell(experiment: str, seed: int, seed_dir: Path | None, grid: Grid,
-               key: contract.RunKey | None) -> Run:
+def _read_cell(experiment: str, seed: int, seed_dir: Path | None, scope: Scope,
+               key: contract.RunKey | None, smoke: bool) -> Run:
     if seed_dir is None:
         return Run(experiment, seed, "missing", problem="no run folder")
-    if seed not in grid.seeds:
+    if seed not in scope.seeds:
         return Run(experiment, seed, "ignored", seed_dir, problem="seed not in the requested seed list")
-    if grid.declared and experiment not in grid.declared:
+    if scope.declared and experiment not in scope.declared:
         return Run(experiment, seed, "ignored", seed_dir, problem="experiment not in the experiments file")
     if key is None:   # no experiments file: valid runs are judged against the newest one in _settle
-        path = seed_dir / "metrics.json"
-        if not path.is_file():
-            return Run(experiment, seed, "partial", seed_dir, problem="folder without metrics.json (died or running)")
-        metrics, problem = contract.read_metrics(path, experiment, seed)
-        return Run(experiment, seed, "done" if metrics else "corrupt", path, metrics, problem=problem)
-    verdict = contract.judge(seed_dir, contract.RunKey(**{**key.as_dict(), "seed": seed}))
+        verdict = contract.judge_folder(seed_dir, experiment, seed, smoke)
+    else:
+        verdict = contract.judge(seed_dir, contract.RunKey(**{**key.as_dict(), "seed": seed}))
     path = seed_dir / "metrics.json" if verdict.state != "partial" else seed_dir
     return Run(experiment, seed, verdict.state, path, verdict.metrics, problem=verdict.detail)
 

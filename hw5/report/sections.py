@@ -6,7 +6,10 @@ from pathlib import Path
 
 import pandas as pd
 
-from . import plots, statsdoc
+from hw5 import statsdoc
+from hw5.config import REPO_ROOT
+
+from . import plots
 from .document import Image, Markdown, demote_headings, relative
 from .numbers import COMPARED, comparison_frame, per_class_frame, summary_frame
 from .runs import Collection, Run
@@ -14,7 +17,6 @@ from .tables import (comparison_markdown, config_markdown, hyperparameter_markdo
                      resource_markdown, resource_summary, status_frame, status_markdown, summary_markdown,
                      write_table)
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
 METHOD_DOC = REPO_ROOT / "docs" / "method.md"
 UNITS = {"nli": "tokens", "ser": "audio-seconds"}  # what throughput.units_per_s counts
 TASK_TITLES = {"nli": "Persian NLI (ParsBERT on FarsTail)", "ser": "Speech emotion recognition (HuBERT on ShEMO)"}
@@ -41,7 +43,7 @@ class Outputs:
 
 
 def header(collection: Collection, runs: pd.DataFrame) -> list:
-    expected = len(collection.grid.tasks) * len(collection.grid.seeds)
+    expected = len(collection.scope.tasks) * len(collection.scope.seeds)
     done = [r for r in collection.runs.values() if r.status == "done"]
     provenance = [r.metrics.get("provenance") or {} for r in done]
     finished = max((str(p.get("finished")) for p in provenance if p.get("finished")), default="–")
@@ -51,8 +53,8 @@ def header(collection: Collection, runs: pd.DataFrame) -> list:
         "# HW5 study report: Persian NLI and speech emotion recognition", "",
         "Built by `python aggregate.py` from the `metrics.json` of every run under this folder; no number "
         "here is typed by hand.", "",
-        f"- Runs used: **{len(done)} of {expected}** expected ({len(collection.grid.tasks)} experiments × "
-        f"seeds {', '.join(map(str, collection.grid.seeds)) or '–'}; grid from {collection.grid.source}).",
+        f"- Runs used: **{len(done)} of {expected}** expected ({len(collection.scope.tasks)} experiments × "
+        f"seeds {', '.join(map(str, collection.scope.seeds)) or '–'}; grid from {collection.scope.source}).",
         f"- Latest run finished: {finished}. Code version(s): {', '.join(shas) or '–'}. "
         f"Device(s): {', '.join(devices) or '–'}.",
         "- Every number is mean ± sample std (ddof = 1) over the seeds used (n); '–' where n = 1. Stale, "
@@ -67,10 +69,10 @@ def header(collection: Collection, runs: pd.DataFrame) -> list:
 
 def judged_by(collection: Collection) -> str:
     """How seeds were judged current or stale (the run contract, hw5/contract.py)."""
-    if not collection.grid.declared:
+    if not collection.scope.declared:
         return "No experiments file: a seed whose config differs from its experiment's newest run is stale."
-    checked = [e for e in collection.grid.tasks if e in collection.data_checked]
-    data = ("and the data fingerprint (data found here for all experiments)" if len(checked) == len(collection.grid.declared)
+    checked = [e for e in collection.scope.tasks if e in collection.data_checked]
+    data = ("and the data fingerprint (data found here for all experiments)" if len(checked) == len(collection.scope.declared)
             else f"and, for {', '.join(f'`{e}`' for e in checked)}, the data fingerprint (the other experiments' "
                  "data is not here: config only)" if checked else "only (the data is not here to compare fingerprints)")
     return f"Each seed is judged against the experiments file's current config hash {data}."
@@ -101,6 +103,17 @@ def method_section(path: Path = METHOD_DOC) -> list:
     return [Markdown(text if text.lstrip().startswith("## ") else "## Method\n\n" + text)]
 
 
+def stats_blocks(doc: dict, folder: Path, level: int = 3) -> list:
+    """A statistics document as report blocks: text as Markdown, each figure that exists as an Image."""
+    blocks = [Markdown("\n\n".join([f"{'#' * level} {doc['title']}", *doc.get("intro", [])]))]
+    for entry in doc["sections"]:
+        blocks.append(Markdown(statsdoc.section_text(entry, level + 1)))
+        figure = entry.get("figure")
+        if figure and (folder / figure["file"]).is_file():
+            blocks.append(Image(folder / figure["file"], figure["caption"]))
+    return blocks
+
+
 def stats_section(outputs: Outputs) -> list:
     """Every results/stats/*_stats.json rendered (its figures inline), then any other PNG there."""
     folder = outputs.results / "stats"
@@ -110,7 +123,7 @@ def stats_section(outputs: Outputs) -> list:
         return blocks + [Markdown("No dataset statistics found under `stats/` (run `hw5 stats` to make them).")]
     for path in documents:
         try:
-            blocks += statsdoc.report_blocks(statsdoc.read_stats(path), folder)
+            blocks += stats_blocks(statsdoc.read_stats(path), folder)
         except ValueError as exc:
             blocks.append(Markdown(f"> {exc}"))
     shown = {b.path.resolve() for b in blocks if isinstance(b, Image)}
@@ -163,7 +176,7 @@ def task_section(collection: Collection, task: str, runs: pd.DataFrame, outputs:
 
 
 def _comparison_blocks(collection, task, runs, experiments, outputs) -> list:
-    baseline = collection.grid.report.baselines.get(task)
+    baseline = collection.scope.report.baselines.get(task)
     if baseline not in experiments:
         return [Markdown(f"No comparison: the baseline `{baseline}` is not among the experiments.")]
     comparison = comparison_frame(runs, experiments, baseline, COMPARED[task])
@@ -179,9 +192,9 @@ def ser_section(collection: Collection, outputs: Outputs) -> list:
     """Per-class recall with and without the imbalance remedy; dynamic vs fixed padding (the report's
     imbalance and padding questions)."""
     blocks = []
-    for question in collection.grid.report.of_kind("imbalance"):
+    for question in collection.scope.report.of_kind("imbalance"):
         blocks += _imbalance_blocks(collection, outputs, question.baseline, question.variant)
-    for question in collection.grid.report.of_kind("padding"):
+    for question in collection.scope.report.of_kind("padding"):
         blocks += _padding_blocks(collection, outputs, question.baseline, question.variant)
     return blocks
 

@@ -8,21 +8,12 @@ from pathlib import Path
 import pandas as pd
 
 from hw5.io import write_text_atomic
+from hw5.markdown import DASH, markdown_table  # noqa: F401  (the report's tables are these)
 from .numbers import COMPARED, METRIC_BY_KEY, METRICS, mean_std, per_class_frame, resource_frame
 from .runs import Collection, Run
 
-DASH = "–"  # shown for a value that does not exist (no runs, or the std of a single run)
 # Fields that identify a run rather than describe its experiment: left out of the settings tables.
 CONFIG_IDENTITY = {"seed", "description", "task"}
-
-
-def markdown_table(header: list[str], rows: list[list]) -> str:
-    """A GitHub-flavoured Markdown table; pipes and newlines inside cells are escaped."""
-    def cell(value) -> str:
-        return str(value).replace("|", "\\|").replace("\n", " ")
-    lines = ["| " + " | ".join(cell(h) for h in header) + " |", "|" + "|".join("---" for _ in header) + "|"]
-    lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in rows]
-    return "\n".join(lines) + "\n"
 
 
 def fmt_number(value: float, digits: int) -> str:
@@ -140,7 +131,7 @@ def config_markdown(collection: Collection, task: str) -> str:
 def status_frame(collection: Collection) -> pd.DataFrame:
     """One row per (experiment, seed) in table order: status, file, and why it is not used."""
     every = collection.with_status(*{r.status for r in collection.runs.values()})
-    rows = [{"experiment": r.experiment, "task": collection.grid.tasks[r.experiment], "seed": r.seed,
+    rows = [{"experiment": r.experiment, "task": collection.scope.tasks[r.experiment], "seed": r.seed,
              "status": r.status, "path": str(r.path or ""), "problem": r.problem} for r in every]
     return pd.DataFrame(rows, columns=["experiment", "task", "seed", "status", "path", "problem"])
 
@@ -149,7 +140,7 @@ def status_markdown(collection: Collection) -> str:
     """Experiments x seeds grid of run status."""
     seeds = sorted({s for (_, s) in collection.runs})
     rows = [[e, *(collection.runs[(e, s)].status if (e, s) in collection.runs else DASH for s in seeds)]
-            for e in collection.grid.tasks]
+            for e in collection.scope.tasks]
     return markdown_table(["Experiment"] + [f"seed {s}" for s in seeds], rows)
 
 

@@ -14,9 +14,7 @@ from pathlib import Path
 import pandas as pd
 
 from hw5.io import write_json_atomic, write_text_atomic
-
-from .document import Image, Markdown
-from .tables import DASH, markdown_table
+from hw5.markdown import DASH, markdown_table
 
 SCHEMA = "hw5-stats/1"
 SUFFIX = "_stats.json"
@@ -63,7 +61,7 @@ def _cell(value) -> str:
         else str(value)
 
 
-def _section_text(entry: dict, level: int) -> str:
+def section_text(entry: dict, level: int) -> str:
     parts = [f"{'#' * level} {entry['heading']}"]
     parts += [entry["text"]] if entry.get("text") else []
     if entry.get("table"):
@@ -76,18 +74,7 @@ def render_markdown(doc: dict, level: int = 1) -> str:
     """The document as one Markdown file (figures as links relative to the JSON's folder)."""
     parts = [f"{'#' * level} {doc['title']}", *doc.get("intro", [])]
     for entry in doc["sections"]:
-        parts.append(_section_text(entry, level + 1).rstrip("\n"))
+        parts.append(section_text(entry, level + 1).rstrip("\n"))
         if entry.get("figure"):
             parts.append(f"![{entry['figure']['caption']}]({entry['figure']['file']})")
     return "\n\n".join(parts) + "\n"
-
-
-def report_blocks(doc: dict, folder: Path, level: int = 3) -> list:
-    """The document as report blocks: text as Markdown, each figure that exists as an Image."""
-    blocks = [Markdown("\n\n".join([f"{'#' * level} {doc['title']}", *doc.get("intro", [])]))]
-    for entry in doc["sections"]:
-        blocks.append(Markdown(_section_text(entry, level + 1)))
-        figure = entry.get("figure")
-        if figure and (folder / figure["file"]).is_file():
-            blocks.append(Image(folder / figure["file"], figure["caption"]))
-    return blocks
