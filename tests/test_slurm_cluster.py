@@ -2,7 +2,8 @@
 jobs run, no double submission, a failing run's traceback, --retry-failed, preemption with USR2.
 
 Skipped with a reason when no cluster answers; a failure instead when HW5_REQUIRE_SLURM=1 (CI).
-The tests share one cluster and run in file order (later ones build on the grid launched first).
+The tests share one cluster and the grid slice the module fixture `array_launch` launches; each passes
+alone and in any order.
 """
 from __future__ import annotations
 
@@ -78,11 +79,12 @@ def _status_rows(output: str) -> dict[tuple, str]:
 
 
 def test_dry_run_submits_nothing(cluster):
-    before = _job_ids()
-    out = launch(_args(cluster, "--all", "--only", "nli-full", "--seeds", "0,1", "--dry-run"), cluster["env"])
+    before, results = _job_ids(), cluster["root"] / "results-dry"
+    out = launch(_args(cluster, "--all", "--only", "nli-full", "--seeds", "0,1", "--dry-run", results=results),
+                 cluster["env"])
     assert out.returncode == 0, out.stdout
     assert "dry run: nothing submitted" in out.stdout and out.stdout.count("submit\n") == 2, out.stdout
-    assert records(cluster["results"]) == []
+    assert records(results) == []
     assert _job_ids() == before
 
 
@@ -102,45 +104,57 @@ def test_a_refused_submission_is_one_error_and_leaves_nothing(cluster):
     assert [p for p in (results / ".launch" / "jobs").glob("*") if p.is_file()] == []   # no stray pickles
 
 
-def test_launch_submits_an_array_once_and_reports_status(cluster):
-    only = ["--all", "--only", f"nli-full,{BROKEN}", "--seeds", "0,1"]
-    # two launchers started at once (the lock): exactly one submits, the other finds the runs queued
+ONLY = ["--all", "--only", f"nli-full,{BROKEN}", "--seeds", "0,1"]
+
+
+@pytest.fixture(scope="module")
+def array_launch(cluster) -> dict:
+    """The grid slice the tests below read (nli-full and the broken run, seeds 0 and 1), launched by two
+    launchers at once, with what --status and a second launch said while it ran; waited for."""
     started = time.time()
     logs = [cluster["root"] / f"launch{i}.log" for i in range(2)]
-    procs = [start_launch(_args(cluster, *only), cluster["env"], log) for log in logs]
-    assert [p.wait(timeout=120) for p in procs] == [0, 0], [log.read_text() for log in logs]
-    assert time.time() - started < 90, "submission must not wait for the jobs"
-    outputs = [log.read_text() for log in logs]
+    procs = [start_launch(_args(cluster, *ONLY), cluster["env"], log) for log in logs]
+    codes = [p.wait(timeout=120) for p in procs]
+    seen = {"codes": codes, "seconds": time.time() - started, "outputs": [log.read_text() for log in logs],
+            "ids": [r["job_id"] for r in records(cluster["results"])]}
+    seen["status"] = launch(_args(cluster, "--status", *ONLY), cluster["env"])
+    seen["again"] = launch(_args(cluster, *ONLY), cluster["env"])
+    seen["records"] = len(records(cluster["results"]))
+    _wait_jobs_gone(seen["ids"])
+    return seen
+
+
+def test_launch_submits_an_array_once_and_reports_status(cluster, array_launch):
+    # two launchers started at once (the lock): exactly one submits, the other finds the runs queued
+    outputs = array_launch["outputs"]
+    assert array_launch["codes"] == [0, 0], outputs
+    assert array_launch["seconds"] < 90, "submission must not wait for the jobs"
     assert sorted("nothing to submit" in o for o in outputs) == [False, True], outputs
     # one array per experiment, named after it and its seeds
     arrays = dict(re.findall(r"submitted hw5-(\S+)-s0,1: 2 run\(s\) as SLURM job (\d+)", "".join(outputs)))
     assert set(arrays) == {"nli-full", BROKEN}, outputs
-    ids = [r["job_id"] for r in records(cluster["results"])]
-    assert sorted(ids) == sorted(f"{a}_{i}" for a in arrays.values() for i in range(2))
-
-    # while the array runs: every run is pending or running, and a second launch submits nothing
-    status = launch(_args(cluster, "--status", *only), cluster["env"])
+    assert sorted(array_launch["ids"]) == sorted(f"{a}_{i}" for a in arrays.values() for i in range(2))
+    # while the array ran: every run was pending or running, and a second launch submitted nothing
+    status = array_launch["status"]
     assert set(_status_rows(status.stdout).values()) <= {"pending", "running", "done", "failed"}, status.stdout
     assert any(s in ("pending", "running") for s in _status_rows(status.stdout).values()), status.stdout
-    again = launch(_args(cluster, *only), cluster["env"])
+    again = array_launch["again"]
     assert again.returncode == 0 and "nothing to submit" in again.stdout, again.stdout
-    assert len(records(cluster["results"])) == 4
-
-    _wait_jobs_gone(ids)
+    assert array_launch["records"] == 4
     for seed in (0, 1):
         assert metrics(cluster["results"], "nli-full", seed)["seed"] == seed
         assert metrics(cluster["results"], BROKEN, seed) is None
-    final = launch(_args(cluster, "--status", *only), cluster["env"])
-    assert _status_rows(final.stdout) == {("nli-full", 0): "done", ("nli-full", 1): "done",
-                                          (BROKEN, 0): "failed", (BROKEN, 1): "failed"}, final.stdout
+    final = launch(_args(cluster, "--status", *ONLY), cluster["env"])
+    rows = _status_rows(final.stdout)
+    assert (rows[("nli-full", 0)], rows[("nli-full", 1)]) == ("done", "done"), final.stdout
+    assert (rows[(BROKEN, 0)], rows[(BROKEN, 1)]) == ("failed", "failed"), final.stdout
     assert "keep_layers is 50, but the model" in final.stdout and "Traceback" in final.stdout, final.stdout
-    third = launch(_args(cluster, *only), cluster["env"])
+    third = launch(_args(cluster, *ONLY), cluster["env"])
     assert "nothing to submit" in third.stdout, third.stdout
 
 
-def test_retry_failed_resubmits_only_the_failed_runs_and_wait_blocks(cluster):
+def test_retry_failed_resubmits_only_the_failed_runs_and_wait_blocks(cluster, array_launch):
     before = records(cluster["results"])
-    assert {(r["experiment"], r["seed"]) for r in before} >= {(BROKEN, 0), (BROKEN, 1)}, "needs the test above"
     only = ["--only", f"nli-full,{BROKEN}", "--seeds", "0,1"]
     out = launch(_args(cluster, "--retry-failed", "--wait", *only), cluster["env"], timeout=RUN_TIMEOUT_S)
     assert f"submitted hw5-{BROKEN}-s0,1: 2 run(s)" in out.stdout, out.stdout
@@ -153,9 +167,9 @@ def test_retry_failed_resubmits_only_the_failed_runs_and_wait_blocks(cluster):
                                         (BROKEN, 0): "failed", (BROKEN, 1): "failed"}, out.stdout
 
 
-def test_preempted_job_requeues_and_matches_an_uninterrupted_run(cluster):
+def test_preempted_job_requeues_and_matches_an_uninterrupted_run(cluster, array_launch):
     reference = metrics(cluster["results"], "nli-full", 0)
-    assert reference, "needs nli-full seed 0 from test_launch_submits_an_array_and_reports_status"
+    assert reference, array_launch["outputs"]
     results = cluster["root"] / "results-preempted"
     out = launch(_args(cluster, "--only", "nli-full", "--seeds", "0", results=results), cluster["env"])
     assert out.returncode == 0, out.stdout
@@ -173,9 +187,9 @@ def test_preempted_job_requeues_and_matches_an_uninterrupted_run(cluster):
     assert comparable(resumed) == pytest.approx(comparable(reference), rel=1e-6, abs=1e-9)
 
 
-def test_a_packed_array_reports_each_run_and_matches_separate_jobs(cluster):
+def test_a_packed_array_reports_each_run_and_matches_separate_jobs(cluster, array_launch):
     separate = {seed: metrics(cluster["results"], "nli-full", seed) for seed in (0, 1)}
-    assert all(separate.values()), "needs nli-full seeds 0, 1 from test_launch_submits_an_array_once"
+    assert all(separate.values()), array_launch["outputs"]
     results = cluster["root"] / "results-packed"
     only = ["--only", f"nli-full,{BROKEN}", "--seeds", "0,1"]
     out = launch(_args(cluster, *only, "--pack", "4", results=results), cluster["env"])

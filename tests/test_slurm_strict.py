@@ -6,7 +6,7 @@ partition QOS that refuses jobs without a GPU, cgroup process tracking where the
 Start it with `SLURM_FLAVOUR=strict bash slurm/local_cluster.sh start` (CI starts both flavours).
 
 Skipped with a reason when it does not answer; a failure instead when HW5_REQUIRE_SLURM=1 (CI).
-Tests run in file order; later ones reuse results of earlier ones (said where).
+Each test passes alone and in any order (shared runs are module fixtures).
 """
 from __future__ import annotations
 
@@ -210,14 +210,18 @@ def test_jobs_that_can_never_start_are_blocked_with_the_key_to_change_and_wait_e
 
 
 def test_retry_failed_with_a_fixed_profile_cancels_the_blocked_job_and_resubmits(site):
-    old = latest_record(site["root"] / "results-late", "nli-full", 0)
-    assert old, "needs the blocked run of the test above"
-    out = _launch(site, "late", "--only", "nli-full", "--seeds", "0", "--retry-failed", "--wait",
-                  timeout=RUN_TIMEOUT_S)
+    late = _profile(site, "late-retry", timeout_min=120)
+    out = _launch(site, "late-retry", "--only", "nli-full", "--seeds", "0", "--no-preflight", profile=late)
+    assert out.returncode == 0, out.stdout
+    old = latest_record(site["root"] / "results-late-retry", "nli-full", 0)
+    wait_until(lambda: status_rows(_launch(site, "late-retry", "--status", "--only", "nli-full", "--seeds", "0")
+                                   .stdout)[("nli-full", 0)][0] == "blocked", 60, "the job to be blocked")
+    out = _launch(site, "late-retry", "--only", "nli-full", "--seeds", "0", "--retry-failed", "--wait",
+                  profile=site["profile"], timeout=RUN_TIMEOUT_S)
     assert f"cancelled blocked job {old['job_id']}" in out.stdout, out.stdout
     assert out.returncode == 0 and status_rows(out.stdout)[("nli-full", 0)][0] == "done", out.stdout
     assert old["job_id"] not in _queue(site["env"])
-    done = metrics(site["root"] / "results-late", "nli-full", 0)
+    done = metrics(site["root"] / "results-late-retry", "nli-full", 0)
     assert done["provenance"]["gpu"] is None and done["provenance"]["slurm_job_id"], done["provenance"]
 
 
@@ -275,9 +279,18 @@ def test_the_job_runs_the_config_submitted_and_cancelled_tasks_say_so(site):
                                                 "nothing ran"), rows
 
 
-def test_a_preemption_under_a_short_time_limit_is_not_a_timeout(site):
-    reference = metrics(site["root"] / "results-frozen", "nli-full", 0)
-    assert reference, "needs nli-full seed 0 from the frozen-config test (the original config)"
+@pytest.fixture(scope="module")
+def reference(site) -> dict:
+    """nli-full seed 0 on this site, uninterrupted (the frozen-config test's, when it ran first)."""
+    found = metrics(site["root"] / "results-frozen", "nli-full", 0)
+    if found and found["config"]["head_dropout"] == 0.1:
+        return found
+    out = _launch(site, "reference", "--only", "nli-full", "--seeds", "0", "--wait", timeout=RUN_TIMEOUT_S)
+    assert out.returncode == 0, out.stdout
+    return metrics(site["root"] / "results-reference", "nli-full", 0)
+
+
+def test_a_preemption_under_a_short_time_limit_is_not_a_timeout(site, reference):
     # timeout_min 10 = the partition's MaxTime: submitit's own rule would call this USR2 a time-out,
     # and with max_num_timeout 0 the run would then end instead of requeueing
     profile = _profile(site, "preempt", max_num_timeout=0)
