@@ -120,12 +120,8 @@ def cmd_stats(args) -> int:
     from hw5.io import check_room, data_dir
     out = results_tree(args.results, args.smoke) / "stats"    # smoke statistics beside the smoke runs
     check_room(out, 20, "statistics")
-    if args.task == "nli":
-        from hw5.stats import nli_stats
-        written = nli_stats(data_dir(args.data_dir), out, smoke=args.smoke, config_path=args.experiments)
-    else:
-        from hw5.tasks.ser import ser_stats_command
-        written = ser_stats_command(data_dir(args.data_dir), out, smoke=args.smoke, config_path=args.experiments)
+    from hw5.stats import write_task_stats
+    written = write_task_stats(args.task, data_dir(args.data_dir), out, smoke=args.smoke, config_path=args.experiments)
     for path in written:
         print(path)
     return 0

@@ -14,7 +14,7 @@ from sklearn.model_selection import cross_val_score
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-from hw5.data.ser_stats import clip_table, durations_from_headers, read_headers, ser_stats
+from hw5.stats.ser import clip_table, durations_from_headers, read_headers, ser_stats
 from hw5.statsdoc import read_stats
 from hw5.data.shemo import EMOTIONS, DataError, list_corpus, read_files_table, release_names
 from hw5.data.audio import AudioCache

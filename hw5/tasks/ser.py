@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from hw5.config import LOCAL_MODELS, SERConfig, resolve_config, validate
+from hw5.config import LOCAL_MODELS, SERConfig, validate
 from hw5.data import batching
 from hw5.data.audio import AudioCache
 from hw5.data.emobox import emobox_split, fold_clips, read_fold
@@ -253,12 +253,3 @@ def extra_metrics(data: SERData, test: dict) -> dict:
 def write_artifacts(data: SERData, out_dir: Path) -> None:
     """The file lists of the split, saved with the run."""
     write_json_atomic(out_dir / "split.json", {name: [c.name for c in cs] for name, cs in data.clips.items()})
-
-
-def ser_stats_command(data_dir: Path, out_dir: Path, smoke: bool = False, config_path=None) -> list[Path]:
-    """`hw5 stats ser`: corpus statistics from WAV headers (no decoding)."""
-    from hw5.data.ser_stats import clip_table, read_headers, ser_stats
-    cfg = resolve_config("ser-mean", smoke, config_path)
-    clips = load_clips(cfg, data_dir)
-    ser_stats(clip_table(clips, *read_headers(c.path for c in clips)), out_dir)
-    return sorted(Path(out_dir).glob("ser_*"))

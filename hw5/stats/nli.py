@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from hw5.config import resolve_config
+from hw5.config import TrainConfig
 from hw5.data.farstail import CLASSES, SPLITS, check_release, ensure_farstail, normalization_report, read_split
 from hw5.io import write_text_atomic
 from hw5.statsdoc import section, write_stats
@@ -21,10 +21,10 @@ def describe_lengths(lengths: dict[str, np.ndarray]) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def nli_stats(data_dir: Path, out_dir: Path, smoke: bool = False, config_path=None) -> list[Path]:
-    """FarsTail: rows and classes per split, token lengths, truncation shares, normalization counts."""
+def nli_stats(cfg: TrainConfig, data_dir: Path, out_dir: Path) -> list[Path]:
+    """FarsTail: rows and classes per split, token lengths, truncation shares, normalization counts;
+    `cfg` (the NLI baseline's) gives the tokenizer and max_length."""
     from hw5.tasks.nli import load_tokenizer, model_path
-    cfg = resolve_config("nli-full", smoke, config_path)
     ensure_farstail(data_dir)
     raw = {s: read_split(data_dir, s, normalize=False) for s in SPLITS}
     check_release(data_dir, raw)

@@ -13,6 +13,7 @@ import numpy as np
 import pandas as pd
 import soundfile as sf
 
+from hw5.config import SERConfig
 from hw5.data.shemo import EMOTIONS, DataError, ShemoClip
 from hw5.io import atomic_path
 from hw5.statsdoc import section, write_stats
@@ -169,3 +170,11 @@ def _save(fig, path: Path) -> None:
     with atomic_path(path) as tmp:
         fig.savefig(tmp, dpi=120, format="png")
     plt.close(fig)
+
+
+def corpus_stats(cfg: SERConfig, data_dir: Path, out_dir: Path) -> list[Path]:
+    """`hw5 stats ser`: the statistics of the corpus `cfg` (the SER baseline's) reads, from WAV headers."""
+    from hw5.tasks.ser import load_clips
+    clips = load_clips(cfg, data_dir)
+    ser_stats(clip_table(clips, *read_headers(c.path for c in clips)), out_dir)
+    return sorted(Path(out_dir).glob("ser_*"))
