@@ -139,13 +139,14 @@ def cmd_prepare(args) -> int:
 
 
 def cmd_bench(args) -> int:
-    from hw5.bench.core import bench
+    from hw5.bench.core import BenchOptions, bench
     from hw5.io import data_dir
     full = True if args.full else False if args.tiny else None
-    bench(Path(args.results) / "bench", tuple(t for t in args.tasks.split(",") if t), full, args.nli_pairs, args.ser_clips,
-          data_dir(args.data_dir), ablations=args.ablations, profile=args.profile,
-          decode_clips=args.decode, startup_clips=args.startup, repeat=args.repeat,
-          paths=tuple(p for p in args.paths.split(",") if p), posconv=args.posconv)
+    bench(Path(args.results) / "bench", BenchOptions(
+        tasks=tuple(t for t in args.tasks.split(",") if t), full=full, nli_pairs=args.nli_pairs,
+        ser_clips=args.ser_clips, data_dir=data_dir(args.data_dir), ablations=args.ablations, profile=args.profile,
+        decode_clips=args.decode, startup_clips=args.startup, repeat=args.repeat,
+        paths=tuple(p for p in args.paths.split(",") if p), posconv=args.posconv))
     return 0
 
 

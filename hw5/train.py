@@ -12,7 +12,7 @@ import signal
 import sys
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any, Protocol
 
 import numpy as np
@@ -141,10 +141,56 @@ class FitResult:
     cuda_graphs: dict | None = None    # StepGraphs.stats() of this process, when cfg.cuda_graphs
 
 
-def _new_state() -> dict[str, Any]:
-    return {"epoch": 0, "step": 0, "history": [], "best_epoch": 0, "best_score": -1.0,
-            "seconds": 0.0, "units": 0.0, "padded": 0.0, "examples": 0,
-            "epoch_sums": {"loss": 0.0, "correct": 0, "count": 0, "units": 0.0, "padded": 0.0, "seconds": 0.0}}
+@dataclass
+class EpochSums:
+    """The epoch in progress, as host numbers (folded from the device sums at log and checkpoint points)."""
+    loss: float = 0.0
+    correct: int = 0
+    count: int = 0            # training examples seen
+    units: float = 0.0        # real tokens / audio seconds
+    padded: float = 0.0       # the same, padding included
+    seconds: float = 0.0
+
+
+@dataclass
+class TrainState:
+    """Where training stands; every checkpoint holds it (as a plain dict) and a resume starts from it."""
+    epoch: int = 0            # epochs finished
+    step: int = 0             # steps finished in the current epoch
+    global_step: int = 0      # steps finished over all epochs: the curves' x
+    history: list = field(default_factory=list)   # one row per finished epoch
+    best_epoch: int = 0       # 1-based; 0 before the first epoch ends
+    best_score: float = -1.0  # its validation macro-F1
+    seconds: float = 0.0      # training time of the finished epochs
+    units: float = 0.0
+    padded: float = 0.0
+    examples: int = 0
+    sums: EpochSums = field(default_factory=EpochSums)
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, saved: dict[str, Any]) -> "TrainState":
+        """A checkpoint's state; one written before global_step existed resumes with the steps counted."""
+        fields = {k: v for k, v in saved.items() if k in cls.__dataclass_fields__ and k != "sums"}
+        sums = saved.get("sums") or saved.get("epoch_sums") or {}
+        return cls(**fields, sums=EpochSums(**sums))
+
+
+@dataclass
+class Loop:
+    """What every epoch of one fit uses (one argument instead of ten)."""
+    model: nn.Module
+    data: TaskData
+    cfg: TrainConfig
+    ckpt: Checkpointer
+    device: torch.device
+    optimizer: torch.optim.Optimizer
+    scheduler: Any
+    loss_weights: torch.Tensor | None
+    graphs: Any                      # hw5.graphs.StepGraphs with cfg.cuda_graphs, else None
+    curves: Curves
 
 
 def _resumable(ckpt: Checkpointer) -> tuple[dict | None, dict | None]:
@@ -168,102 +214,101 @@ def fit(model: nn.Module, data: TaskData, cfg: TrainConfig, ckpt: Checkpointer, 
     optimizer = make_optimizer(model, cfg, device)
     steps_per_epoch = len(data.train_batches(0))
     scheduler = make_scheduler(optimizer, cfg, cfg.epochs * steps_per_epoch)
-    state, best_state = _new_state(), None
+    state, best_state = TrainState(), None
     saved, best = _resumable(ckpt)
     if saved is not None:
         model.load_state_dict(saved["model"])
         optimizer.load_state_dict(saved["optimizer"])
         scheduler.load_state_dict(saved["scheduler"])
         restore_rng(saved["rng"])
-        state, best_state = saved["state"], best
-        print(f"resumed from {ckpt.folder} at epoch {state['epoch'] + 1} step {state['step']}", flush=True)
+        state, best_state = TrainState.from_dict(saved["state"]), best
+        print(f"resumed from {ckpt.folder} at epoch {state.epoch + 1} step {state.step}", flush=True)
     graphs = None
     if cfg.cuda_graphs:               # after a resume: the loaded optimizer state gets the graph-safe form
         from hw5.graphs import StepGraphs
         graphs = StepGraphs(model, optimizer, device, cfg.precision, cfg.max_grad_norm, loss_weights)
-    curves.start(state.get("global_step", 0), state["epoch_sums"]["units"])
-    while state["epoch"] < cfg.epochs:
-        _train_epoch(model, data, cfg, ckpt, device, optimizer, scheduler, state, loss_weights, graphs, curves)
+    loop = Loop(model, data, cfg, ckpt, device, optimizer, scheduler, loss_weights, graphs, curves)
+    curves.start(state.global_step, state.sums.units)
+    while state.epoch < cfg.epochs:
+        _train_epoch(loop, state)
         val = evaluate(model, data, "val", device, cfg.precision, loss_weights)
         row = _close_epoch(state, val, optimizer, device)
-        curves.epoch(state.get("global_step", 0), row)
-        if val["macro_f1"] > state["best_score"]:
-            state["best_score"], state["best_epoch"] = val["macro_f1"], row["epoch"]
+        curves.epoch(state.global_step, row)
+        if val["macro_f1"] > state.best_score:
+            state.best_score, state.best_epoch = val["macro_f1"], row["epoch"]
             best_state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
             ckpt.save_best(best_state)
-        ckpt.save(model, optimizer, scheduler, state)
+        ckpt.save(model, optimizer, scheduler, state.as_dict())
         print(_epoch_line(row, cfg.epochs, data.unit), flush=True)
-    return FitResult(state["history"], state["best_epoch"], best_state, state["seconds"], state["units"],
-                     state["padded"], state["examples"], graphs.stats() if graphs else None)
+    return FitResult(state.history, state.best_epoch, best_state, state.seconds, state.units,
+                     state.padded, state.examples, graphs.stats() if graphs else None)
 
 
-def _train_epoch(model, data, cfg, ckpt, device, optimizer, scheduler, state, loss_weights, graphs, curves) -> None:
+def _train_epoch(loop: Loop, state: TrainState) -> None:
+    model, cfg, device, graphs = loop.model, loop.cfg, loop.device, loop.graphs
     model.train()
-    batches = data.train_batches(state["epoch"])
-    sums = state["epoch_sums"]
+    batches = loop.data.train_batches(state.epoch)
+    sums = state.sums
     # Running sums stay on the device: no host sync per step.
     loss_sum = graphs.loss_sum if graphs else torch.zeros((), dtype=torch.float64, device=device)
     correct = graphs.correct if graphs else torch.zeros((), dtype=torch.long, device=device)
     loss_sum.zero_(), correct.zero_()
     trainable = [p for p in model.parameters() if p.requires_grad]
     started, unfolded = time.perf_counter(), 0          # examples in the device sums
-    for step in range(state["step"], len(batches)):
-        batch = data.collate(batches[step], "train")
+    for step in range(state.step, len(batches)):
+        batch = loop.data.collate(batches[step], "train")
         y = batch.labels.to(device, non_blocking=True)
         inputs = {k: v.to(device, non_blocking=True) for k, v in batch.inputs.items()}
         if graphs:
             graphs.step(inputs, y)
         else:
-            train_step(model, optimizer, inputs, y, loss_sum, correct, device=device, precision=cfg.precision,
-                       params=trainable, max_grad_norm=cfg.max_grad_norm, loss_weights=loss_weights)
-        scheduler.step()
-        sums["count"] += len(y)
-        sums["units"] += batch.units
-        sums["padded"] += batch.padded_units
+            train_step(model, loop.optimizer, inputs, y, loss_sum, correct, device=device, precision=cfg.precision,
+                       params=trainable, max_grad_norm=cfg.max_grad_norm, loss_weights=loop.loss_weights)
+        loop.scheduler.step()
+        sums.count += len(y)
+        sums.units += batch.units
+        sums.padded += batch.padded_units
         unfolded += len(y)
-        state["step"] = step + 1
-        state["global_step"] = state.get("global_step", 0) + 1     # across epochs: the curves' x
-        if cfg.log_every and state["step"] % cfg.log_every == 0:      # one host sync per log line
+        state.step, state.global_step = step + 1, state.global_step + 1
+        if cfg.log_every and state.step % cfg.log_every == 0:      # one host sync per log line
             loss = float(loss_sum) / unfolded
-            print(f"  epoch {state['epoch'] + 1} step {state['step']}/{len(batches)} mean loss {loss:.4f}", flush=True)
-            curves.step(state["global_step"], loss, float(optimizer.param_groups[0]["lr"]), sums["units"])
-        periodic = cfg.checkpoint_every and state["step"] % cfg.checkpoint_every == 0
+            print(f"  epoch {state.epoch + 1} step {state.step}/{len(batches)} mean loss {loss:.4f}", flush=True)
+            loop.curves.step(state.global_step, loss, float(loop.optimizer.param_groups[0]["lr"]), sums.units)
+        periodic = cfg.checkpoint_every and state.step % cfg.checkpoint_every == 0
         if STOP.is_set() or periodic:
             _fold(sums, loss_sum, correct, started, device)
             loss_sum.zero_(), correct.zero_()
             started, unfolded = time.perf_counter(), 0
-            ckpt.save(model, optimizer, scheduler, state)
+            loop.ckpt.save(model, loop.optimizer, loop.scheduler, state.as_dict())
             if STOP.is_set():
-                raise Interrupted(f"checkpoint saved at epoch {state['epoch'] + 1} step {state['step']}")
+                raise Interrupted(f"checkpoint saved at epoch {state.epoch + 1} step {state.step}")
     _fold(sums, loss_sum, correct, started, device)
 
 
-def _fold(sums: dict, loss_sum: torch.Tensor, correct: torch.Tensor, started: float, device) -> None:
+def _fold(sums: EpochSums, loss_sum: torch.Tensor, correct: torch.Tensor, started: float, device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
-    sums["loss"] += float(loss_sum)
-    sums["correct"] += int(correct)
-    sums["seconds"] += time.perf_counter() - started
+    sums.loss += float(loss_sum)
+    sums.correct += int(correct)
+    sums.seconds += time.perf_counter() - started
 
 
-def _close_epoch(state: dict, val: dict, optimizer, device) -> dict:
-    sums = state["epoch_sums"]
-    row = {"epoch": state["epoch"] + 1,
-           "train_loss": sums["loss"] / max(1, sums["count"]),
-           "train_acc": sums["correct"] / max(1, sums["count"]),
+def _close_epoch(state: TrainState, val: dict, optimizer, device) -> dict:
+    sums = state.sums
+    row = {"epoch": state.epoch + 1,
+           "train_loss": sums.loss / max(1, sums.count),
+           "train_acc": sums.correct / max(1, sums.count),
            "val_loss": val["loss"], "val_acc": val["accuracy"], "val_macro_f1": val["macro_f1"],
-           "lr": float(optimizer.param_groups[0]["lr"]), "seconds": sums["seconds"],
-           "padding_share": 1 - sums["units"] / sums["padded"] if sums["padded"] else 0.0,
-           "units_per_s": sums["units"] / sums["seconds"] if sums["seconds"] else 0.0,
+           "lr": float(optimizer.param_groups[0]["lr"]), "seconds": sums.seconds,
+           "padding_share": 1 - sums.units / sums.padded if sums.padded else 0.0,
+           "units_per_s": sums.units / sums.seconds if sums.seconds else 0.0,
            "peak_memory_mb": peak_memory_mb(device)}
-    state["history"].append(row)
-    state["seconds"] += sums["seconds"]
-    state["units"] += sums["units"]
-    state["padded"] += sums["padded"]
-    state["examples"] += sums["count"]
-    state["epoch"] += 1
-    state["step"] = 0
-    state["epoch_sums"] = _new_state()["epoch_sums"]
+    state.history.append(row)
+    state.seconds += sums.seconds
+    state.units += sums.units
+    state.padded += sums.padded
+    state.examples += sums.count
+    state.epoch, state.step, state.sums = state.epoch + 1, 0, EpochSums()
     return row
 
 

@@ -59,8 +59,8 @@ def test_plans_cover_every_example_and_the_ceiling_has_one_shape():
 
 @pytest.mark.slow
 def test_ablations_name_what_each_optimization_buys_and_estimate_the_grid(tmp_path):
-    from hw5.bench.core import bench
-    table = bench(tmp_path, ("ser",), full=False, ser_clips=12, ablations=True)
+    from hw5.bench.core import BenchOptions, bench
+    table = bench(tmp_path, BenchOptions(tasks=("ser",), full=False, ser_clips=12, ablations=True))
     paths = set(table["path"])
     assert {"project-fp32", "project-random", "project-fixed", "project-waves", "project-x2",
             "project-eval", "project-sdpa"} <= paths
@@ -166,8 +166,8 @@ def test_grid_estimate_charges_each_experiment_the_rate_of_its_batching():
 @pytest.mark.slow
 def test_startup_bench_times_a_runs_host_work_before_its_first_step(tmp_path, data_dir):
     """Full-size models saved and loaded back; SER reads every clip's features from the store."""
-    from hw5.bench.core import bench
-    bench(tmp_path, (), data_dir=data_dir, startup_clips=60)
+    from hw5.bench.core import BenchOptions, bench
+    bench(tmp_path, BenchOptions(tasks=(), data_dir=data_dir, startup_clips=60))
     startup = json.loads((tmp_path / "bench.json").read_text())["startup"]
     assert startup["clips"] == 60 and startup["ser_features_computed"] == 0      # all loaded
     assert startup["ser_feature_megabytes"] > 60 * 0.3 * 50 * 512 * 4 / 2**20   # 512-dim, >= 0.4 s clips
@@ -260,7 +260,7 @@ def test_the_peer_groups_lengths_as_on_the_study_split_not_as_on_the_bench_sampl
 def test_without_accelerate_the_bench_times_the_rest_and_says_why_the_peers_are_missing(tmp_path, monkeypatch):
     import hw5.bench.core as core
     monkeypatch.setattr(core, "missing_dependency", lambda: "the Trainer needs accelerate: pip install -e '.[bench]'")
-    table = core.bench(tmp_path, ("ser",), full=False, ser_clips=8)
+    table = core.bench(tmp_path, core.BenchOptions(tasks=("ser",), full=False, ser_clips=8))
     assert set(table["path"]) == {"naive", "project", "ceiling"} and table["vs_peer"].isna().all()
     assert "Peer rows not timed: the Trainer needs accelerate" in (tmp_path / "bench.md").read_text()
 

@@ -318,45 +318,65 @@ def graph_safe_model(model: torch.nn.Module, graphs: bool):
             setattr(config, key, value)
 
 
-def bench(out_dir: Path, tasks=("nli", "ser"), full: bool | None = None, nli_pairs: int = 512,
-          ser_clips: int = 320, data_dir: Path | None = None, ablations: bool = False,
-          profile: bool = False, decode_clips: int = 0, startup_clips: int = 0, repeat: int = 1,
-          paths: tuple[str, ...] = (), posconv: bool = False) -> pd.DataFrame:
+@dataclass(frozen=True)
+class BenchOptions:
+    """What `hw5 bench` times (its flags, one field each)."""
+    tasks: tuple[str, ...] = ("nli", "ser")
+    full: bool | None = None           # full-size models; None: on a GPU only
+    nli_pairs: int = 512               # FarsTail-length pairs per NLI pass
+    ser_clips: int = 320               # ShEMO-length clips per SER pass
+    data_dir: Path | None = None       # FarsTail's lengths come from here when present
+    ablations: bool = False            # also the rows that each remove one optimization
+    profile: bool = False              # a torch profiler trace of the ceiling row
+    decode_clips: int = 0              # > 0: time decoding this many clips
+    startup_clips: int = 0             # > 0: time a run's host work before its first step
+    repeat: int = 1                    # timed passes per row (the median is reported)
+    paths: tuple[str, ...] = ()        # rows named explicitly (besides the three paths)
+    posconv: bool = False              # the positional-convolution kernels' own table
+
+
+def bench(out_dir: Path, options: BenchOptions = BenchOptions()) -> pd.DataFrame:
+    """Time each selected row on each task, then the extras asked for; write bench.json / bench.md."""
     from hw5.run import limit_threads
     limit_threads()
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    full = device.type == "cuda" if full is None else full
-    variants = selected_variants(paths, ablations, device)
+    full = device.type == "cuda" if options.full is None else options.full
+    rows, notes = _timed_rows(out_dir, options, device, full)
+    table = with_ratios(pd.DataFrame(rows)) if rows else pd.DataFrame()
+    decode = startup = posconv_rows = None
+    if options.decode_clips:
+        from hw5.bench.decode import decode_bench
+        decode = decode_bench(options.decode_clips)
+    if options.startup_clips:
+        from hw5.bench.startup import startup_bench
+        startup = startup_bench(options.data_dir, options.startup_clips)
+    if options.posconv:
+        from hw5.bench.posconv import posconv_bench
+        posconv_rows = posconv_bench(device)
+    estimate = grid_estimate(table, device, startup) if rows else None   # None unless its rows were timed
+    write_report(out_dir, table, device, full, estimate, decode, startup, posconv_rows, notes)
+    return table
+
+
+def _timed_rows(out_dir: Path, options: BenchOptions, device: torch.device, full: bool) -> tuple[list, list]:
+    variants = selected_variants(options.paths, options.ablations, device)
     rows, notes = [], []
     if any(isinstance(v, Peer) for v in variants.values()) and (reason := missing_dependency()):
         variants = {name: v for name, v in variants.items() if not isinstance(v, Peer)}
         notes.append(f"Peer rows not timed: {reason}.")
-    for task in tasks:
-        work = (nli_workload(device, full, nli_pairs, farstail_lengths(data_dir)) if task == "nli"
-                else ser_workload(device, full, ser_clips))
+    for task in options.tasks:
+        work = (nli_workload(device, full, options.nli_pairs, farstail_lengths(options.data_dir)) if task == "nli"
+                else ser_workload(device, full, options.ser_clips))
         for name, v in variants.items():
             if not runs_here(work, name, v, device):
                 continue
-            result = timed_row(work, name, v, device, repeat)
+            result = timed_row(work, name, v, device, options.repeat)
             rows.append(asdict(result))
-            if profile and name == "ceiling":      # before any ablation (compiling changes the model)
+            if options.profile and name == "ceiling":      # before any ablation (compiling changes the model)
                 print(f"bench: wrote {profile_project(work, device, out_dir)}", flush=True)
             print(f"bench {task:3s} {name:16s} {result.units_per_s:10.1f} {work.unit}/s  "
                   f"pad {result.padding_share:6.1%}  {result.seconds:6.2f}s  "
                   f"peak {result.peak_memory_mb:8.1f} MB  prep {result.prep_seconds:5.1f}s  "
                   f"warm-up {result.warmup_seconds:5.1f}s", flush=True)
         del work
-    table = with_ratios(pd.DataFrame(rows)) if rows else pd.DataFrame()
-    decode = startup = posconv_rows = None
-    if decode_clips:
-        from hw5.bench.decode import decode_bench
-        decode = decode_bench(decode_clips)
-    if startup_clips:
-        from hw5.bench.startup import startup_bench
-        startup = startup_bench(data_dir, startup_clips)
-    if posconv:
-        from hw5.bench.posconv import posconv_bench
-        posconv_rows = posconv_bench(device)
-    estimate = grid_estimate(table, device, startup) if rows else None   # None unless its rows were timed
-    write_report(out_dir, table, device, full, estimate, decode, startup, posconv_rows, notes)
-    return table
+    return rows, notes
