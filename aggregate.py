@@ -35,6 +35,7 @@ try:
     from hw5.report.numbers import run_frame
     from hw5.report.references import references_section
     from hw5.report.runs import AggregateError, Collection, collect
+    from hw5.report.sweeps import sweeps_section
 except ModuleNotFoundError as missing:      # a python without the project's packages
     if (missing.name or "").split(".")[0] == "hw5":
         raise
@@ -88,6 +89,7 @@ def build_blocks(collection: Collection, outputs: sections.Outputs) -> list:
     if others:
         blocks.append(Markdown(f"Experiments of unknown task(s) {', '.join(others)} appear only in the "
                                "table below."))
+    blocks += sweeps_section(collection, outputs)
     blocks += sections.overall_section(collection, runs, outputs)
     blocks += sections.reports_appendix(collection)
     return blocks

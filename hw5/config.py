@@ -19,6 +19,7 @@ from typing import Any
 import yaml
 
 from hw5.report_spec import ReportSpec, SpecError, parse_report
+from hw5.sweep import Sweep, SweepError, base_of, read_sweep
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 # The grid file ships inside the `jobs` package so an installed hw5 (e.g. in the image) still finds it.
@@ -131,21 +132,27 @@ NON_RESULT_FIELDS = {"description", "cache_dir", "log_every", "checkpoint_every"
 
 @dataclass
 class GridSpec:
-    """The parsed experiments file."""
+    """The parsed experiments file; `experiments` holds each sweep's points right after their experiment."""
     path: Path
     seeds: list[int]
     experiments: list[str]
     raw: dict = field(repr=False, default_factory=dict)
     report: ReportSpec = field(default_factory=ReportSpec)   # what aggregate.py compares (the `report:` section)
+    sweeps: dict[str, Sweep] = field(default_factory=dict)   # experiment -> its sweep (hw5/sweep.py)
 
     def resolve(self, name: str, smoke: bool = False) -> TrainConfig:
         """resolve_config for this parsed file, without reading it again."""
         return _resolve(self, name, smoke)
 
+    def point(self, name: str) -> dict | None:
+        """A sweep point's swept values ({field: value}); None for an experiment."""
+        sweep = self.sweeps.get(base_of(name))
+        return sweep.points.get(name) if sweep and name != sweep.experiment else None
+
     @property
     def tasks(self) -> dict[str, str]:
-        """experiment -> task, in file order."""
-        return {name: str(self.raw["experiments"][name]["task"]) for name in self.experiments}
+        """experiment (or sweep point) -> task, in file order."""
+        return {name: str(self.raw["experiments"][base_of(name)]["task"]) for name in self.experiments}
 
 
 class DuplicateKey(yaml.YAMLError):
@@ -219,11 +226,13 @@ def load_grid(path: str | os.PathLike | None = None) -> GridSpec:
     experiments = data.get("experiments") or {}
     if not isinstance(experiments, dict) or not experiments:
         raise ConfigError(f"{p}: 'experiments' must map experiment names to their settings")
-    grid = GridSpec(p, seeds, list(experiments), data)
-    for name in grid.experiments:
+    for name in experiments:
         _check_name(p, name)
+    grid = _grid(p, data)
+    for name in grid.experiments:
         _resolve(grid, name, smoke=False)
         _resolve(grid, name, smoke=True)
+    _drop_default_points(grid)
     try:
         grid.report = parse_report(data.get("report"), grid.tasks)
     except SpecError as exc:
@@ -276,26 +285,54 @@ def _check_name(path: Path, name) -> None:
 
 
 def resolve_config(name: str, smoke: bool = False, path: str | os.PathLike | None = None) -> TrainConfig:
-    """The typed config of one experiment (defaults <- experiment <- smoke overlay)."""
+    """The typed config of one experiment or sweep point (defaults <- experiment <- smoke overlay <- the
+    point's swept values)."""
     p = grid_path(path)
-    data = _read_yaml(p)
-    return _resolve(GridSpec(p, data.get("seeds", [0]), list(data.get("experiments") or {}), data), name, smoke)
+    return _resolve(_grid(p, _read_yaml(p)), name, smoke)
+
+
+def _grid(path: Path, data: dict) -> GridSpec:
+    """The file's experiments with each sweep's points right after their experiment."""
+    grid = GridSpec(path, data.get("seeds", [0]), [], data)
+    for name, exp in (data.get("experiments") or {}).items():
+        grid.experiments.append(name)
+        if isinstance(exp, dict) and "sweep" in exp:
+            try:
+                grid.sweeps[name] = read_sweep(name, exp["sweep"])
+            except SweepError as exc:
+                raise ConfigError(f"{path}: {exc}") from None
+            grid.experiments += list(grid.sweeps[name].points)
+    return grid
+
+
+def _drop_default_points(grid: GridSpec) -> None:
+    """A point whose config is its experiment's is that experiment: one run, under the experiment's name."""
+    for name, sweep in grid.sweeps.items():
+        default = config_hash(grid.resolve(name))
+        for point in [p for p in sweep.points if config_hash(grid.resolve(p)) == default]:
+            sweep.default_point = point
+            grid.experiments.remove(point)
 
 
 def _resolve(grid: GridSpec, name: str, smoke: bool) -> TrainConfig:
     experiments = grid.raw.get("experiments") or {}
-    if name not in experiments:
-        near = difflib.get_close_matches(name, list(experiments), n=1)
+    point = grid.point(name)
+    base = base_of(name) if point is not None else name
+    if base not in experiments:
+        near = difflib.get_close_matches(name, list(experiments) + [p for s in grid.sweeps.values() for p in s.points],
+                                         n=1)
         hint = f"; did you mean '{near[0]}'?" if near else ""
         raise ConfigError(f"{grid.path}: unknown experiment '{name}'{hint} (known: {', '.join(experiments)})")
-    exp = experiments[name] or {}
+    exp = experiments[base] or {}
     if not isinstance(exp, dict) or exp.get("task") not in TASKS:
-        raise ConfigError(f"{grid.path}: experiment '{name}' needs 'task: nli' or 'task: ser'")
+        raise ConfigError(f"{grid.path}: experiment '{base}' needs 'task: nli' or 'task: ser'")
     task = exp["task"]
     layers = [(f"defaults.{task}", (grid.raw.get("defaults") or {}).get(task) or {}),
-              (f"experiments.{name}", exp)]
+              (f"experiments.{base}", {k: v for k, v in exp.items() if k != "sweep"})]
     if smoke:
         layers.append((f"smoke.{task}", (grid.raw.get("smoke") or {}).get(task) or {}))
+    if point is not None:
+        layers.append((f"experiments.{base}.sweep", point))
     values: dict[str, Any] = {}
     cls = TASKS[task]
     for where, layer in layers:

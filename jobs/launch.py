@@ -127,6 +127,8 @@ def expand_runs(args: argparse.Namespace) -> list[TrackedRun]:
     """The selected runs, each with its config resolved now (what a job will carry) and its key."""
     grid = load_grid(args.experiments)
     names = select_experiments(grid.experiments, args.only, grid.path)
+    if not args.status:
+        describe_sweeps(grid, names)
     seeds = parse_seeds(args.seeds) if args.seeds else grid.seeds
     results, ckpts = Path(args.results).resolve(), Path(args.checkpoints).resolve()
     data = str(Path(args.data_dir).expanduser().resolve())   # absolute: a node's cwd may differ
@@ -140,6 +142,18 @@ def expand_runs(args: argparse.Namespace) -> list[TrackedRun]:
                            config=config_dict(cfg))
             runs.append(TrackedRun(spec, run_key(name, seed, args.smoke, cfg, fingerprint)))
     return runs
+
+
+def describe_sweeps(grid, names: list[str]) -> None:
+    """One line per sweep the selection touches: how many points it expands to."""
+    for experiment, sweep in grid.sweeps.items():
+        chosen = [n for n in names if n in sweep.points]
+        if not chosen:
+            continue
+        sizes = " x ".join(f"{field} {len(values)}" for field, values in sweep.values.items())
+        default = (f"; {sweep.default_point} is the declared default, run as {experiment}"
+                   if sweep.default_point else "")
+        print(f"sweep {experiment}: {sweep.size} points ({sizes}){default}; {len(chosen)} selected here")
 
 
 def choose_profile(args: argparse.Namespace, runs: list[TrackedRun], ledger: Ledger) -> Profile:

@@ -56,22 +56,25 @@ def refresh_states(runs: list[TrackedRun], ledger: Ledger) -> list[TrackedRun]:
     return runs
 
 
-# More seeds than this in one experiment: one line per experiment instead of one per run.
+# One line per experiment instead of one per run past this many seeds in an experiment, or runs in all:
+# a table a terminal (or a log) still shows whole.
 SUMMARY_SEEDS = 10
+SUMMARY_RUNS = 200
 
 
 def print_table(runs: list[TrackedRun], actions: dict[tuple, str] | None = None) -> None:
     per_experiment = Counter(r.spec.experiment for r in runs)
-    if per_experiment and max(per_experiment.values()) > SUMMARY_SEEDS:
+    if per_experiment and (max(per_experiment.values()) > SUMMARY_SEEDS or len(runs) > SUMMARY_RUNS):
         print_summary(runs, actions)
         return
     last = "action" if actions else "detail"
-    print(f"{'experiment':<18} {'seed':>4}  {'state':<11} {'job':<12} {'config':<8}  {last}")
+    width = max([18, *map(len, per_experiment)])
+    print(f"{'experiment':<{width}} {'seed':>4}  {'state':<11} {'job':<12} {'config':<8}  {last}")
     for run in runs:
         job = run.record.job_id if run.record else "-"
         extra = actions[run.id] if actions else last_line(run.detail)
-        print(f"{run.spec.experiment:<18} {run.spec.seed:>4}  {run.state:<11} {job:<12} {run.key.config_hash:<8}  "
-              f"{extra}".rstrip())
+        print(f"{run.spec.experiment:<{width}} {run.spec.seed:>4}  {run.state:<11} {job:<12} "
+              f"{run.key.config_hash:<8}  {extra}".rstrip())
     counts = {s: sum(r.state == s for r in runs) for s in STATES}
     print("total: " + ", ".join(f"{n} {s}" for s, n in counts.items() if n) + f" (of {len(runs)} runs)")
 
@@ -82,7 +85,8 @@ def print_summary(runs: list[TrackedRun], actions: dict[tuple, str] | None = Non
     groups: dict[str, list[TrackedRun]] = {}
     for run in runs:
         groups.setdefault(run.spec.experiment, []).append(run)
-    print(f"{'experiment':<18} {'runs':>6}  states" + ("; actions" if actions else "") + "; seeds not done")
+    width = max([18, *map(len, groups)])
+    print(f"{'experiment':<{width}} {'runs':>6}  states" + ("; actions" if actions else "") + "; seeds not done")
     for experiment, group in groups.items():
         states = Counter(r.state for r in group)
         said = ", ".join(f"{states[s]} {s}" for s in STATES if states[s])
@@ -90,7 +94,7 @@ def print_summary(runs: list[TrackedRun], actions: dict[tuple, str] | None = Non
             done = Counter(actions[r.id].split(":")[0] for r in group)
             said += "; " + ", ".join(f"{n} {a}" for a, n in sorted(done.items()))
         missing = seed_ranges(r.spec.seed for r in group if r.state != "done") or "-"
-        print(f"{experiment:<18} {len(group):>6}  {said}; {missing}")
+        print(f"{experiment:<{width}} {len(group):>6}  {said}; {missing}")
     counts = {s: sum(r.state == s for r in runs) for s in STATES}
     print("total: " + ", ".join(f"{n} {s}" for s, n in counts.items() if n) + f" (of {len(runs)} runs)")
 

@@ -58,6 +58,7 @@ def site(data_dir):
         ids = [j for results in root.glob("results*") for j in job_ids_of(results)]
         if queued(ids):
             run(["scancel", *queued(ids)])
+            wait_gone(ids, 60)
 
 
 def _sif_id(sif: Path) -> str:

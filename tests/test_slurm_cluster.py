@@ -85,7 +85,7 @@ def test_dry_run_submits_nothing(cluster):
     assert out.returncode == 0, out.stdout
     assert "dry run: nothing submitted" in out.stdout and out.stdout.count("submit\n") == 2, out.stdout
     assert records(results) == []
-    assert _job_ids() == before
+    assert not set(_job_ids()) - set(before)      # nothing new (another module's job may just be leaving)
 
 
 def test_a_refused_submission_is_one_error_and_leaves_nothing(cluster):

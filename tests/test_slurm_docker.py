@@ -55,6 +55,7 @@ def _clean_up(root: Path) -> None:
     ids = [j for results in root.glob("results*") for j in job_ids_of(results)]
     if queued(ids):
         run(["scancel", *queued(ids)])
+        wait_gone(ids, 60)
     left = run(["docker", "ps", "-aq", "--filter", "name=hw5-"], env=engine_env()).stdout.split()
     if left:
         run(["docker", "rm", "-f", *left], env=engine_env())

@@ -16,6 +16,7 @@ import pandas as pd
 from .document import Markdown
 from .numbers import mean_std, metric_value, paired_difference, resource_frame
 from .runs import Collection
+from .sweeps import sweep_findings
 from .tables import fmt_count
 
 # Literature a "variant" question is read against (its `claim` in the experiments file's report section),
@@ -278,6 +279,7 @@ def findings_section(collection: Collection, runs: pd.DataFrame) -> list:
         evidence = Evidence(collection, runs, q.baseline, q.variant)
         paragraphs.append(variant_finding(evidence, _description(collection, q.variant), q.claim)
                           if q.kind == "variant" else WRITERS[q.kind](evidence))
+    paragraphs += sweep_findings(collection)
     smoke = any(r.metrics.get("smoke") for r in collection.runs.values() if r.status == "done")
     blocks = ["## Findings"] + ([SMOKE_NOTICE] if smoke else [])
     blocks += paragraphs or ["No questions declared (the experiments file's `report.questions`)."]

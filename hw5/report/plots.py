@@ -161,3 +161,37 @@ def plot_resources(frame: pd.DataFrame, padding: dict[str, str], path: Path) -> 
         ax.grid(axis="y", alpha=0.3)
     fig.suptitle("Dynamic vs fixed padding (mean ± std over seeds)")
     return save_figure(fig, path)
+
+
+def _as_number(text: str) -> float | str:
+    try:
+        return float(text)
+    except ValueError:
+        return text
+
+
+def plot_sweep(name: str, frame: pd.DataFrame, fields: list[str], path: Path) -> Path | None:
+    """Validation and test macro-F1 against the first swept field (one line per value of the others),
+    mean with ±std error bars; the chosen point ringed."""
+    shown = frame[frame["n"] > 0]
+    if shown.empty:
+        return None
+    x_field, others = fields[0], fields[1:]
+    ticks = sorted(shown[x_field].unique(), key=lambda v: (isinstance(_as_number(v), str), _as_number(v)))
+    fig = new_figure(max(6, 1.2 * len(ticks) + 3), 4.2)
+    ax = fig.subplots()
+    groups = shown.groupby(others, sort=False) if others else [((), shown)]
+    for k, (key, group) in enumerate(groups):
+        key = key if isinstance(key, tuple) else (key,)
+        label = ", ".join(f"{f}={v}" for f, v in zip(others, key))
+        group = group.assign(x=[ticks.index(v) for v in group[x_field]]).sort_values("x")
+        for split, style in (("val", "-o"), ("test", "--s")):
+            ax.errorbar(group["x"], group[f"{split}_mean"], yerr=group[f"{split}_std"].fillna(0), fmt=style,
+                        capsize=3, color=COLORS[k % len(COLORS)], label=f"{split}" + (f" ({label})" if label else ""))
+        chosen = group[group["chosen"]]
+        ax.scatter(chosen["x"], chosen["val_mean"], s=160, facecolors="none", edgecolors="black", zorder=3)
+    ax.set_xticks(range(len(ticks)), ticks)
+    ax.set(xlabel=x_field, ylabel="macro-F1", title=f"{name}: sweep (mean ± std over seeds; ring: chosen on val)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    return save_figure(fig, path)

@@ -21,6 +21,7 @@ from pathlib import Path
 from hw5 import contract
 from hw5.config import REPO_ROOT, ConfigError, GridSpec, load_grid
 from hw5.report_spec import ReportSpec, first_of_each_task
+from hw5.sweep import Sweep, base_of
 
 SEED_DIR = re.compile(r"^seed-(\d+)$")
 
@@ -48,6 +49,11 @@ class Scope:
     source: str                    # where the grid came from, for the report
     declared: set[str] = field(default_factory=set)  # named in the experiments file (task is given)
     report: ReportSpec = field(default_factory=ReportSpec)  # baselines and questions (the file's report:)
+    sweeps: dict[str, Sweep] = field(default_factory=dict)  # experiment -> its sweep (its points are in tasks)
+
+    def is_point(self, experiment: str) -> bool:
+        sweep = self.sweeps.get(base_of(experiment))
+        return sweep is not None and experiment != sweep.experiment
 
 
 @dataclass
@@ -58,8 +64,11 @@ class Collection:
     reference_hash: dict[str, str] = field(default_factory=dict)
     data_checked: set[str] = field(default_factory=set)   # experiments whose data fingerprint was compared
 
-    def experiments(self, task: str | None = None) -> list[str]:
-        return [e for e, t in self.scope.tasks.items() if task is None or t == task]
+    def experiments(self, task: str | None = None, points: bool = False) -> list[str]:
+        """The experiments of `task` (all tasks: None), in table order; sweep points only when asked:
+        they have a section of their own (hw5/report/sweeps.py)."""
+        return [e for e, t in self.scope.tasks.items()
+                if (task is None or t == task) and (points or not self.scope.is_point(e))]
 
     def done(self, experiment: str) -> list[Run]:
         """Runs that may be averaged, ordered by seed."""
@@ -134,7 +143,8 @@ def build_scope(grid_file: GridSpec | None, found: dict[str, dict[int, Path]], s
         grid_seeds, report = sorted({s for per_seed in found.values() for s in per_seed}), None
     declared = set(grid_file.tasks) if grid_file is not None else set()
     return Scope(tasks=tasks, seeds=list(seeds if seeds is not None else grid_seeds), source=source,
-                declared=declared, report=report or ReportSpec(first_of_each_task(tasks)))
+                 declared=declared, report=report or ReportSpec(first_of_each_task(tasks)),
+                 sweeps=grid_file.sweeps if grid_file is not None else {})
 
 
 def collect(results_dir: Path, grid_path: Path, grid_explicit: bool = False, seeds: list[int] | None = None,

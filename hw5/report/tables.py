@@ -7,6 +7,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from hw5.config import seed_ranges
+from hw5.contract import STATES
 from hw5.io import write_text_atomic
 from hw5.markdown import DASH, markdown_table  # noqa: F401  (the report's tables are these)
 from .numbers import COMPARED, METRIC_BY_KEY, METRICS, mean_std, per_class_frame, resource_frame
@@ -136,12 +138,30 @@ def status_frame(collection: Collection) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["experiment", "task", "seed", "status", "path", "problem"])
 
 
+# Past this many seeds the status table has one row per experiment with counts, not a column per seed.
+STATUS_SEED_COLUMNS = 10
+
+
 def status_markdown(collection: Collection) -> str:
-    """Experiments x seeds grid of run status."""
+    """Experiments x seeds grid of run status; past ten seeds, counts per state and the seeds not done."""
     seeds = sorted({s for (_, s) in collection.runs})
+    if len(seeds) > STATUS_SEED_COLUMNS:
+        return _status_counts(collection)
     rows = [[e, *(collection.runs[(e, s)].status if (e, s) in collection.runs else DASH for s in seeds)]
             for e in collection.scope.tasks]
     return markdown_table(["Experiment"] + [f"seed {s}" for s in seeds], rows)
+
+
+def _status_counts(collection: Collection) -> str:
+    by_experiment: dict[str, list[Run]] = {e: [] for e in collection.scope.tasks}
+    for (experiment, _), run in collection.runs.items():
+        by_experiment.setdefault(experiment, []).append(run)
+    rows = []
+    for experiment, runs in by_experiment.items():
+        counts = {state: sum(r.status == state for r in runs) for state in STATES}
+        not_done = seed_ranges(r.seed for r in runs if r.status != "done") or DASH
+        rows.append([experiment, len(runs), ", ".join(f"{n} {s}" for s, n in counts.items() if n) or DASH, not_done])
+    return markdown_table(["Experiment", "Seeds", "States", "Seeds not done"], rows)
 
 
 def per_class_markdown(runs: list[Run]) -> str:
