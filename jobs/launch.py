@@ -19,6 +19,7 @@ import argparse
 import dataclasses
 import fnmatch
 import os
+import re
 import signal
 import sys
 import time
@@ -114,9 +115,11 @@ def parse_seeds(text: str) -> list[int]:
 
 
 def select_experiments(names: list[str], only: list[str] | None, grid_file: Path) -> list[str]:
+    """The experiments matching any of the globs. A comma separates globs, except inside a sweep point's
+    name, where `,field=` goes on with the point (nli-full@lr=2e-05,epochs=4)."""
     if not only:
         return names
-    globs = [g.strip() for item in only for g in item.split(",") if g.strip()]
+    globs = [g.strip() for item in only for g in re.split(r",(?![A-Za-z_]\w*=)", item) if g.strip()]
     chosen = [n for n in names if any(fnmatch.fnmatchcase(n, g) for g in globs)]
     if not chosen:
         fail(f"--only {','.join(globs)} matches no experiment in {grid_file} (known: {', '.join(names)})")

@@ -76,6 +76,11 @@ def test_the_launcher_selects_a_sweep_and_says_how_many_points_it_expands_to(tmp
     assert ("sweep nli-full: 6 points (lr 3 x epochs 2); nli-full@lr=3e-05,epochs=3 is the declared default, "
             "run as nli-full; 5 selected here") in out.stdout
     assert out.stdout.count(" submit\n") == 10 and "total: 10 missing" in out.stdout, out.stdout
+    one = launch(["--only", "nli-full@lr=2e-05,epochs=4,nli-freeze9", "--seeds", "0", "--smoke", "--cluster", "local",
+                  "--dry-run", "--experiments", str(grid_with(tmp_path, SWEEP)), "--results", str(tmp_path / "r")],
+                 launcher_env(tmp_path / "cache", tmp_path))
+    assert one.returncode == 0 and "total: 2 missing" in one.stdout, one.stdout     # a point's commas are its own
+    assert "nli-full@lr=2e-05,epochs=4    0" in one.stdout and "nli-freeze9" in one.stdout
 
 
 def test_the_report_chooses_by_validation_even_where_test_would_choose_another(tmp_path, monkeypatch):
