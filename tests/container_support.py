@@ -214,3 +214,68 @@ def wait_gone(job_ids: list[str], timeout: float = RUN_TIMEOUT_S) -> None:
 
 def owner(path: Path) -> str:
     return pwd.getpwuid(path.stat().st_uid).pw_name
+
+
+class Site:
+    """One module's scratch site: a folder the user owns, its clone, a fast grid, a container profile, and
+    launches as the user into <root>/results-<name> (checkpoints beside them)."""
+
+    def __init__(self, root: Path, data: Path, profile_base: str, image: str, **extra):
+        from launch_support import write_grid
+        self.root, self.data, self.user = give(root), data, ci_user()
+        self.grid = write_grid(root / "experiments.yaml")
+        grid = yaml.safe_load(self.grid.read_text())
+        grid["smoke"]["ser"].update(synthetic_clips=150, epochs=1)    # SER in seconds, as NLI
+        self.grid.write_text(yaml.safe_dump(grid, sort_keys=False))
+        give(self.grid)
+        self.tree = user_checkout(root)
+        self.env = launcher_env(root, data)
+        self.profile = write_container_profile(root / f"{profile_base}.yaml", profile_base, image)
+        self.profile_base = profile_base
+        self.__dict__.update(extra)
+
+    def launch(self, name: str, *args: str, tree: Path | None = None, profile: Path | None = None,
+               env: dict | None = None, grid: Path | None = None) -> tuple[Path, subprocess.CompletedProcess]:
+        results = self.root / f"results-{name}"
+        out = launch_as_user(tree or self.tree, ["--smoke", "--experiments", str(grid or self.grid), "--cluster",
+                                                "slurm", "--profile", str(profile or self.profile), "--results",
+                                                str(results), "--checkpoints", str(self.root / f"ckpt-{name}"), *args],
+                             env or self.env)
+        return results, out
+
+    def submit_and_wait(self, name: str, *args: str, **kw) -> Path:
+        results, out = self.launch(name, *args, **kw)
+        assert out.returncode == 0 and "submitted" in out.stdout, out.stdout
+        wait_gone(job_ids_of(results))
+        return results
+
+    def long_grid(self) -> Path:
+        """The site's grid with 40 NLI epochs: a run still training when a test stops it."""
+        grid = yaml.safe_load(self.grid.read_text())
+        grid["smoke"]["nli"]["epochs"] = 40
+        path = self.root / "long.yaml"
+        path.write_text(yaml.safe_dump(grid, sort_keys=False))
+        return give(path)
+
+    def later_clone(self, name: str) -> tuple[Path, str]:
+        """A new clone of the user's with one more commit (a docs file): (its tree, its HEAD)."""
+        tree = user_checkout(self.root / name)
+        (tree / "docs" / f"{name}.md").write_text("a commit made after the image was built\n")
+        give(tree / "docs" / f"{name}.md")
+        assert as_user(["git", "-C", str(tree), "add", f"docs/{name}.md"], {}).returncode == 0
+        assert as_user(["git", "-C", str(tree), "commit", "-qm", name], {}).returncode == 0
+        return tree, as_user(["git", "-C", str(tree), "rev-parse", "HEAD"], {}).stdout.strip()
+
+    def cancel_leftovers(self) -> None:
+        ids = [j for results in self.root.glob("results*") for j in job_ids_of(results)]
+        if queued(ids):
+            run(["scancel", *queued(ids)])
+            wait_gone(ids, 60)
+
+
+def training(results: Path, experiment: str, seed: int) -> dict:
+    """The run's submission record, once its job's log says training has begun."""
+    from launch_support import job_log, latest_record
+    record = wait_until(lambda: latest_record(results, experiment, seed), 60, "the submission record")
+    wait_until(lambda: "trainable parameters" in job_log(record), RUN_TIMEOUT_S, "training to start")
+    return record

@@ -14,15 +14,13 @@ from __future__ import annotations
 import shutil
 import time
 from pathlib import Path
-from types import SimpleNamespace
 
 import pytest
-import yaml
 
-from container_support import (RUN_TIMEOUT_S, as_user, built_sif, ci_user, cluster_problem, engine_problem, give,
-                               head, job_ids_of, launch_as_user, launcher_env, launcher_python, need, owner, queued,
-                               run, sif_labels, user_checkout, wait_gone, write_container_profile)
-from launch_support import cmdline, comparable, job_log, latest_record, metrics, scratch_dir, wait_until, write_grid
+from container_support import (RUN_TIMEOUT_S, Site, as_user, built_sif, cluster_problem, engine_problem, head,
+                               job_ids_of, launcher_python, need, owner, run, sif_labels, training, wait_gone,
+                               write_container_profile)
+from launch_support import cmdline, comparable, job_log, latest_record, metrics, scratch_dir, wait_until
 
 pytestmark = [pytest.mark.slurm, pytest.mark.docker, pytest.mark.apptainer]
 SLICE = ("nli-full", "ser-mean")
@@ -41,24 +39,12 @@ def site(data_dir):
     need(engine_problem(), "HW5_REQUIRE_DOCKER")
     need(apptainer_problem(), "HW5_REQUIRE_APPTAINER")
     sif = built_sif()
-    user = ci_user()
     with scratch_dir("hw5-apptainer-slurm-") as root:
-        give(root)
-        grid = write_grid(root / "experiments.yaml")
-        data = yaml.safe_load(grid.read_text())
-        data["smoke"]["ser"].update(synthetic_clips=150, epochs=1)
-        grid.write_text(yaml.safe_dump(data, sort_keys=False))
-        tree = user_checkout(root)
-        env = launcher_env(root, data_dir)
+        site = Site(root, data_dir, "apptainer", str(sif), sif=sif, sif_id=_sif_id(sif))
         # the lie this must prevent: the user's checkout first on the path of the shell that launches
-        env["PYTHONPATH"] = ":".join(filter(None, [str(tree), env.get("PYTHONPATH")]))
-        yield SimpleNamespace(root=root, user=user, sif=sif, sif_id=_sif_id(sif), grid=give(grid), data=data_dir,
-                              tree=tree, env=env, profile=write_container_profile(root / "apptainer.yaml",
-                                                                                  "apptainer", str(sif)))
-        ids = [j for results in root.glob("results*") for j in job_ids_of(results)]
-        if queued(ids):
-            run(["scancel", *queued(ids)])
-            wait_gone(ids, 60)
+        site.env["PYTHONPATH"] = ":".join(filter(None, [str(site.tree), site.env.get("PYTHONPATH")]))
+        yield site
+        site.cancel_leftovers()
 
 
 def _sif_id(sif: Path) -> str:
@@ -66,31 +52,9 @@ def _sif_id(sif: Path) -> str:
     return next(line.split(":", 1)[1].strip() for line in header.splitlines() if line.strip().startswith("ID:"))
 
 
-def _launch(site, name: str, *args: str, tree: Path | None = None, profile: Path | None = None,
-            env: dict | None = None, grid: Path | None = None):
-    results = site.root / f"results-{name}"
-    out = launch_as_user(tree or site.tree, ["--smoke", "--experiments", str(grid or site.grid), "--cluster", "slurm",
-                                            "--profile", str(profile or site.profile), "--results", str(results),
-                                            "--checkpoints", str(site.root / f"ckpt-{name}"), *args], env or site.env)
-    return results, out
-
-
-def _submit_and_wait(site, name: str, *args: str, **kw) -> Path:
-    results, out = _launch(site, name, *args, **kw)
-    assert out.returncode == 0 and "submitted" in out.stdout, out.stdout
-    wait_gone(job_ids_of(results))
-    return results
-
-
-def _training(results: Path, experiment: str, seed: int) -> dict:
-    record = wait_until(lambda: latest_record(results, experiment, seed), 60, "the submission record")
-    wait_until(lambda: "trainable parameters" in job_log(record), RUN_TIMEOUT_S, "training to start")
-    return record
-
-
 @pytest.fixture(scope="module")
 def smoke_slice(site) -> Path:
-    return _submit_and_wait(site, "slice", "--only", ",".join(SLICE), "--seeds", "0,1")
+    return site.submit_and_wait("slice", "--only", ",".join(SLICE), "--seeds", "0,1")
 
 
 def test_the_sif_keeps_the_images_revision_label(site):
@@ -98,7 +62,7 @@ def test_the_sif_keeps_the_images_revision_label(site):
 
 
 def test_dry_run_shows_the_sif_its_id_and_revision_and_checks_it(site):
-    results, out = _launch(site, "dry", "--only", "nli-full", "--seeds", "0", "--dry-run")
+    results, out = site.launch("dry", "--only", "nli-full", "--seeds", "0", "--dry-run")
     assert out.returncode == 0, out.stdout
     assert f"image: apptainer image {site.sif} (id {site.sif_id}, revision {head()})" in out.stdout
     assert "image check: ok" in out.stdout and "dry run: nothing submitted" in out.stdout
@@ -125,9 +89,9 @@ def test_a_smoke_slice_runs_in_the_sif_as_the_user_and_aggregates(site, smoke_sl
 
 def test_usr2_mid_training_requeues_from_the_host_and_matches_an_uninterrupted_run(site, smoke_slice):
     reference = metrics(smoke_slice, "nli-full", 0)
-    results, out = _launch(site, "usr2", "--only", "nli-full", "--seeds", "0")
+    results, out = site.launch("usr2", "--only", "nli-full", "--seeds", "0")
     assert out.returncode == 0, out.stdout
-    record = _training(results, "nli-full", 0)
+    record = training(results, "nli-full", 0)
     run(["scancel", "--batch", "--signal=USR2", record["job_id"]], timeout=30)
     wait_gone([record["job_id"]], RUN_TIMEOUT_S + 60)
     log = job_log(record)
@@ -141,7 +105,7 @@ def test_usr2_mid_training_requeues_from_the_host_and_matches_an_uninterrupted_r
 def test_the_images_env_cannot_shadow_the_launchers_values(site):
     profile = write_container_profile(site.root / "checkout.yaml", "apptainer", str(site.sif), code="checkout")
     cache = site.root / "cache-checkout"       # the image's ENV says HW5_CACHE_DIR=/cache/hw5
-    results = _submit_and_wait(site, "checkout", "--only", "nli-full", "--seeds", "1", profile=profile,
+    results = site.submit_and_wait("checkout", "--only", "nli-full", "--seeds", "1", profile=profile,
                                env={**site.env, "HW5_CACHE_DIR": str(cache)})
     m = metrics(results, "nli-full", 1)
     assert m, job_log(latest_record(results, "nli-full", 1))
@@ -151,13 +115,8 @@ def test_the_images_env_cannot_shadow_the_launchers_values(site):
 
 
 def test_a_sif_from_an_older_commit_is_refused_before_submission(site):
-    tree = user_checkout(site.root / "later")
-    (tree / "docs" / "later.md").write_text("a commit made after the .sif was built\n")
-    give(tree / "docs" / "later.md")
-    assert as_user(["git", "-C", str(tree), "add", "docs/later.md"], {}).returncode == 0
-    assert as_user(["git", "-C", str(tree), "commit", "-qm", "later"], {}).returncode == 0
-    later = as_user(["git", "-C", str(tree), "rev-parse", "HEAD"], {}).stdout.strip()
-    results, out = _launch(site, "later", "--only", "nli-full", "--seeds", "0", tree=tree)
+    tree, later = site.later_clone("later")
+    results, out = site.launch("later", "--only", "nli-full", "--seeds", "0", tree=tree)
     assert out.returncode == 2, out.stdout
     assert f"was built from {head()[:12]}, but the checkout is at {later[:12]}" in out.stdout
     assert f"bash docker/build.sh -t hw5:latest --sif {site.sif}" in out.stdout and "nothing submitted" in out.stdout
@@ -165,13 +124,9 @@ def test_a_sif_from_an_older_commit_is_refused_before_submission(site):
 
 
 def test_scancel_leaves_no_process_behind(site):
-    grid = yaml.safe_load(site.grid.read_text())
-    grid["smoke"]["nli"]["epochs"] = 40
-    long = site.root / "long.yaml"
-    long.write_text(yaml.safe_dump(grid, sort_keys=False))
-    results, out = _launch(site, "cancel", "--only", "nli-full", "--seeds", "1", grid=give(long))
+    results, out = site.launch("cancel", "--only", "nli-full", "--seeds", "1", grid=site.long_grid())
     assert out.returncode == 0, out.stdout
-    record = _training(results, "nli-full", 1)
+    record = training(results, "nli-full", 1)
     assert _job_processes(site, record), "the job's processes should be visible while it trains"
     run(["scancel", record["job_id"]], timeout=30)
     started = time.time()

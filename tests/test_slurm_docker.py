@@ -12,21 +12,15 @@ Required when HW5_REQUIRE_SLURM=1 and HW5_REQUIRE_DOCKER=1 (CI); skipped with th
 """
 from __future__ import annotations
 
-import json
-import os
-import subprocess
 import time
 from pathlib import Path
-from types import SimpleNamespace
 
 import pytest
-import yaml
 
-from container_support import (IMAGE, RUN_TIMEOUT_S, as_user, base_image, built_image, cluster_problem,
-                               engine_env, engine_problem, give, head, inspect, job_ids_of, launch_as_user,
-                               launcher_env, launcher_python, need, owner, queued, run, ci_user, user_checkout,
-                               wait_gone, write_container_profile)
-from launch_support import REPO, comparable, job_log, latest_record, metrics, scratch_dir, wait_until, write_grid
+from container_support import (IMAGE, RUN_TIMEOUT_S, Site, as_user, base_image, built_image, cluster_problem,
+                               engine_env, engine_problem, head, inspect, job_ids_of, launcher_python, need, owner,
+                               run, training, wait_gone, write_container_profile)
+from launch_support import comparable, job_log, latest_record, metrics, scratch_dir, wait_until
 
 pytestmark = [pytest.mark.slurm, pytest.mark.docker]
 SLICE = ("nli-full", "ser-mean")
@@ -37,61 +31,23 @@ def site(data_dir):
     need(cluster_problem(), "HW5_REQUIRE_SLURM")
     need(engine_problem(), "HW5_REQUIRE_DOCKER")
     image = built_image()
-    user = ci_user()
     with scratch_dir("hw5-docker-slurm-") as root:
-        give(root)
-        grid = write_grid(root / "experiments.yaml")
-        grid_data = yaml.safe_load(grid.read_text())
-        grid_data["smoke"]["ser"].update(synthetic_clips=150, epochs=1)
-        grid.write_text(yaml.safe_dump(grid_data, sort_keys=False))
-        give(grid)
-        yield SimpleNamespace(root=root, user=user, image=image, grid=grid, data=data_dir,
-                              tree=user_checkout(root), env=launcher_env(root, data_dir),
-                              profile=write_container_profile(root / "docker.yaml", "docker", IMAGE))
-        _clean_up(root)
-
-
-def _clean_up(root: Path) -> None:
-    ids = [j for results in root.glob("results*") for j in job_ids_of(results)]
-    if queued(ids):
-        run(["scancel", *queued(ids)])
-        wait_gone(ids, 60)
-    left = run(["docker", "ps", "-aq", "--filter", "name=hw5-"], env=engine_env()).stdout.split()
-    if left:
-        run(["docker", "rm", "-f", *left], env=engine_env())
-
-
-def _launch(site, name: str, *args: str, tree: Path | None = None, profile: Path | None = None,
-            env: dict | None = None, grid: Path | None = None):
-    """Submit as the user into <root>/results-<name> (checkpoints beside it); the results folder."""
-    results = site.root / f"results-{name}"
-    out = launch_as_user(tree or site.tree, ["--smoke", "--experiments", str(grid or site.grid), "--cluster", "slurm",
-                                            "--profile", str(profile or site.profile), "--results", str(results),
-                                            "--checkpoints", str(site.root / f"ckpt-{name}"), *args], env or site.env)
-    return results, out
-
-
-def _submit_and_wait(site, name: str, *args: str, **kw) -> Path:
-    results, out = _launch(site, name, *args, **kw)
-    assert out.returncode == 0 and "submitted" in out.stdout, out.stdout
-    wait_gone(job_ids_of(results))
-    return results
-
-
-def _training(results: Path, experiment: str, seed: int) -> dict:
-    record = wait_until(lambda: latest_record(results, experiment, seed), 60, "the submission record")
-    wait_until(lambda: "trainable parameters" in job_log(record), RUN_TIMEOUT_S, "training to start")
-    return record
+        site = Site(root, data_dir, "docker", IMAGE, image=image)
+        yield site
+        site.cancel_leftovers()
+        left = run(["docker", "ps", "-aq", "--filter", "name=hw5-"], env=engine_env()).stdout.split()
+        if left:
+            run(["docker", "rm", "-f", *left], env=engine_env())
 
 
 @pytest.fixture(scope="module")
 def smoke_slice(site) -> Path:
     """(a)'s slice: 2 experiments x 2 seeds, in the image, submitted by the user."""
-    return _submit_and_wait(site, "slice", "--only", ",".join(SLICE), "--seeds", "0,1")
+    return site.submit_and_wait("slice", "--only", ",".join(SLICE), "--seeds", "0,1")
 
 
 def test_dry_run_shows_the_image_its_id_and_revision_and_checks_it(site):
-    results, out = _launch(site, "dry", "--only", "nli-full", "--seeds", "0", "--dry-run")
+    results, out = site.launch("dry", "--only", "nli-full", "--seeds", "0", "--dry-run")
     assert out.returncode == 0, out.stdout
     assert f"image: docker image {IMAGE} (id {site.image['Id']}, revision {head()})" in out.stdout
     assert f"image check: ok (its revision is the checkout's HEAD ({head()[:12]})" in out.stdout
@@ -121,9 +77,9 @@ def test_a_smoke_slice_runs_in_the_image_as_the_user_and_aggregates(site, smoke_
 
 def test_usr2_mid_training_requeues_from_the_host_and_matches_an_uninterrupted_run(site, smoke_slice):
     reference = metrics(smoke_slice, "nli-full", 0)
-    results, out = _launch(site, "usr2", "--only", "nli-full", "--seeds", "0")
+    results, out = site.launch("usr2", "--only", "nli-full", "--seeds", "0")
     assert out.returncode == 0, out.stdout
-    record = _training(results, "nli-full", 0)
+    record = training(results, "nli-full", 0)
     # SLURM's own way: the signal to the batch shell (--signal=B:USR2), which passes it to the step
     run(["scancel", "--batch", "--signal=USR2", record["job_id"]], timeout=30)
     wait_gone([record["job_id"]], RUN_TIMEOUT_S + 60)
@@ -136,13 +92,9 @@ def test_usr2_mid_training_requeues_from_the_host_and_matches_an_uninterrupted_r
 
 
 def test_scancel_leaves_no_container_running(site):
-    grid = yaml.safe_load(site.grid.read_text())
-    grid["smoke"]["nli"]["epochs"] = 40           # still training when cancelled
-    long = site.root / "long.yaml"
-    long.write_text(yaml.safe_dump(grid, sort_keys=False))
-    results, out = _launch(site, "cancel", "--only", "nli-full", "--seeds", "1", grid=give(long))
+    results, out = site.launch("cancel", "--only", "nli-full", "--seeds", "1", grid=site.long_grid())
     assert out.returncode == 0, out.stdout
-    record = _training(results, "nli-full", 1)
+    record = training(results, "nli-full", 1)
     name = f"hw5-nli-full-s1-{record['job_id']}"
     assert _containers(name) == [name]          # named after the job
     started = time.time()
@@ -159,13 +111,8 @@ def _containers(name: str) -> list[str]:
 
 
 def test_a_commit_after_the_build_is_refused_and_a_rebuild_runs_with_its_provenance(site):
-    tree = user_checkout(site.root / "later")
-    (tree / "docs" / "later.md").write_text("a commit made after the image was built\n")
-    give(tree / "docs" / "later.md")
-    assert as_user(["git", "-C", str(tree), "add", "docs/later.md"], {}).returncode == 0
-    assert as_user(["git", "-C", str(tree), "commit", "-qm", "later"], {}).returncode == 0
-    later = as_user(["git", "-C", str(tree), "rev-parse", "HEAD"], {}).stdout.strip()
-    results, out = _launch(site, "later", "--only", "nli-full", "--seeds", "0", tree=tree)
+    tree, later = site.later_clone("later")
+    results, out = site.launch("later", "--only", "nli-full", "--seeds", "0", tree=tree)
     assert out.returncode == 2, out.stdout
     assert f"was built from {head()[:12]}, but the checkout is at {later[:12]}" in out.stdout
     assert f"rebuild it (bash docker/build.sh -t {IMAGE})" in out.stdout and "nothing submitted" in out.stdout
@@ -177,7 +124,7 @@ def test_a_commit_after_the_build_is_refused_and_a_rebuild_runs_with_its_provena
                      "BUILD_ARGS": "--network host -q"})
     assert build.returncode == 0, build.stdout + build.stderr
     profile = write_container_profile(site.root / "later.yaml", "docker", rebuilt)
-    done = _submit_and_wait(site, "rebuilt", "--only", "nli-full", "--seeds", "0", tree=tree, profile=profile)
+    done = site.submit_and_wait("rebuilt", "--only", "nli-full", "--seeds", "0", tree=tree, profile=profile)
     prov = metrics(done, "nli-full", 0)["provenance"]
     assert prov["git_sha"] == later and prov["code"]["source"] == "image"
     assert prov["container"] == {"kind": "docker", "image": rebuilt, "id": inspect(rebuilt)["Id"], "revision": later}
@@ -186,7 +133,7 @@ def test_a_commit_after_the_build_is_refused_and_a_rebuild_runs_with_its_provena
 def test_code_checkout_runs_the_checkouts_code_and_the_launchers_paths_win(site):
     profile = write_container_profile(site.root / "checkout.yaml", "docker", IMAGE, code="checkout")
     cache = site.root / "cache-checkout"          # this run's own: the tiny model must be built here
-    results = _submit_and_wait(site, "checkout", "--only", "nli-full", "--seeds", "1", profile=profile,
+    results = site.submit_and_wait("checkout", "--only", "nli-full", "--seeds", "1", profile=profile,
                                env={**site.env, "HW5_CACHE_DIR": str(cache)})
     m = metrics(results, "nli-full", 1)
     assert m, job_log(latest_record(results, "nli-full", 1))
