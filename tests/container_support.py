@@ -220,7 +220,7 @@ class Site:
     """One module's scratch site: a folder the user owns, its clone, a fast grid, a container profile, and
     launches as the user into <root>/results-<name> (checkpoints beside them)."""
 
-    def __init__(self, root: Path, data: Path, profile_base: str, image: str, **extra):
+    def __init__(self, root: Path, data: Path, profile_base: str, image_ref: str, **extra):
         from launch_support import write_grid
         self.root, self.data, self.user = give(root), data, ci_user()
         self.grid = write_grid(root / "experiments.yaml")
@@ -230,7 +230,7 @@ class Site:
         give(self.grid)
         self.tree = user_checkout(root)
         self.env = launcher_env(root, data)
-        self.profile = write_container_profile(root / f"{profile_base}.yaml", profile_base, image)
+        self.profile = write_container_profile(root / f"{profile_base}.yaml", profile_base, image_ref)
         self.profile_base = profile_base
         self.__dict__.update(extra)
 
