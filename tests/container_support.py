@@ -279,3 +279,15 @@ def training(results: Path, experiment: str, seed: int) -> dict:
     record = wait_until(lambda: latest_record(results, experiment, seed), 60, "the submission record")
     wait_until(lambda: "trainable parameters" in job_log(record), RUN_TIMEOUT_S, "training to start")
     return record
+
+
+def usr2_mid_training(site: Site, name: str = "usr2") -> tuple[str, dict | None]:
+    """nli-full seed 0 launched, signalled the way SLURM signals a containerized job before its time
+    limit (USR2 to the batch shell: --signal=B:USR2), waited for: (its job log, its metrics)."""
+    from launch_support import job_log, metrics
+    results, out = site.launch(name, "--only", "nli-full", "--seeds", "0")
+    assert out.returncode == 0, out.stdout
+    record = training(results, "nli-full", 0)
+    run(["scancel", "--batch", "--signal=USR2", record["job_id"]], timeout=30)
+    wait_gone([record["job_id"]], RUN_TIMEOUT_S + 60)
+    return job_log(record), metrics(results, "nli-full", 0)

@@ -17,8 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from container_support import (RUN_TIMEOUT_S, Site, as_user, built_sif, cluster_problem, engine_problem, head,
-                               job_ids_of, launcher_python, need, owner, run, sif_labels, training, wait_gone,
+from container_support import (Site, as_user, built_sif, cluster_problem, engine_problem, head, job_ids_of,
+                               launcher_python, need, owner, run, sif_labels, training, usr2_mid_training,
                                write_container_profile)
 from launch_support import cmdline, comparable, job_log, latest_record, metrics, scratch_dir, wait_until
 
@@ -88,18 +88,10 @@ def test_a_smoke_slice_runs_in_the_sif_as_the_user_and_aggregates(site, smoke_sl
 
 
 def test_usr2_mid_training_requeues_from_the_host_and_matches_an_uninterrupted_run(site, smoke_slice):
-    reference = metrics(smoke_slice, "nli-full", 0)
-    results, out = site.launch("usr2", "--only", "nli-full", "--seeds", "0")
-    assert out.returncode == 0, out.stdout
-    record = training(results, "nli-full", 0)
-    run(["scancel", "--batch", "--signal=USR2", record["job_id"]], timeout=30)
-    wait_gone([record["job_id"]], RUN_TIMEOUT_S + 60)
-    log = job_log(record)
+    log, resumed = usr2_mid_training(site)
     assert "passing it to the step" in log and "got SIGUSR2" in log, log
-    assert "requeueing job" in log and "restart 1" in log and "resumed from" in log, log
-    resumed = metrics(results, "nli-full", 0)
-    assert resumed, log
-    assert comparable(resumed) == pytest.approx(comparable(reference), rel=1e-6, abs=1e-9)
+    assert "requeueing job" in log and "restart 1" in log and "resumed from" in log and resumed, log
+    assert comparable(resumed) == pytest.approx(comparable(metrics(smoke_slice, "nli-full", 0)), rel=1e-6, abs=1e-9)
 
 
 def test_the_images_env_cannot_shadow_the_launchers_values(site):

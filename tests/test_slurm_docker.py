@@ -17,9 +17,9 @@ from pathlib import Path
 
 import pytest
 
-from container_support import (IMAGE, RUN_TIMEOUT_S, Site, as_user, base_image, built_image, cluster_problem,
-                               engine_env, engine_problem, head, inspect, job_ids_of, launcher_python, need, owner,
-                               run, training, wait_gone, write_container_profile)
+from container_support import (IMAGE, Site, as_user, base_image, built_image, cluster_problem, engine_env,
+                               engine_problem, head, inspect, job_ids_of, launcher_python, need, owner, run,
+                               training, usr2_mid_training, wait_gone, write_container_profile)
 from launch_support import comparable, job_log, latest_record, metrics, scratch_dir, wait_until
 
 pytestmark = [pytest.mark.slurm, pytest.mark.docker]
@@ -76,19 +76,11 @@ def test_a_smoke_slice_runs_in_the_image_as_the_user_and_aggregates(site, smoke_
 
 
 def test_usr2_mid_training_requeues_from_the_host_and_matches_an_uninterrupted_run(site, smoke_slice):
-    reference = metrics(smoke_slice, "nli-full", 0)
-    results, out = site.launch("usr2", "--only", "nli-full", "--seeds", "0")
-    assert out.returncode == 0, out.stdout
-    record = training(results, "nli-full", 0)
-    # SLURM's own way: the signal to the batch shell (--signal=B:USR2), which passes it to the step
-    run(["scancel", "--batch", "--signal=USR2", record["job_id"]], timeout=30)
-    wait_gone([record["job_id"]], RUN_TIMEOUT_S + 60)
-    log = job_log(record)
+    log, resumed = usr2_mid_training(site)
     assert "asked the host to requeue" in log and "requeueing job" in log and "restart 1" in log, log
     assert "resumed from" in log, log
-    resumed = metrics(results, "nli-full", 0)
     assert resumed and resumed["provenance"]["slurm_restart_count"] == "1", log
-    assert comparable(resumed) == pytest.approx(comparable(reference), rel=1e-6, abs=1e-9)
+    assert comparable(resumed) == pytest.approx(comparable(metrics(smoke_slice, "nli-full", 0)), rel=1e-6, abs=1e-9)
 
 
 def test_scancel_leaves_no_container_running(site):
