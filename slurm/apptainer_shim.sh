@@ -4,8 +4,10 @@
 # Debian 12 has no apptainer package; Debian sid has the real one. local_cluster.sh puts it in a sid
 # root filesystem ($HW5_APPTAINER_ROOT, made with mmdebstrap) and installs this script as the node's
 # `apptainer`. Each call enters that root filesystem in a private mount namespace (pivot_root) with
-# the host folders named in HW5_APPTAINER_BINDS (colon-separated; those that exist) and the host's
-# users (/etc/passwd, /etc/group) at the same paths, then runs the real apptainer as the caller.
+# the host's own folders at the same paths (by default every top-level folder that is not part of the
+# operating system: /tmp, /home, /work, /opt, /srv, ... so any path a job names exists, as on a real
+# node; HW5_APPTAINER_BINDS, colon-separated, narrows it) and the host's users (/etc/passwd,
+# /etc/group), then runs the real apptainer as the caller.
 #
 # - Entering a mount namespace needs root, so a user's call goes through `sudo -n` (local_cluster.sh
 #   writes the NOPASSWD rule); the caller's uid/gid come from sudo's SUDO_UID/SUDO_GID, never from
@@ -19,7 +21,13 @@
 # Nothing of this is part of a site's setup: there `apptainer` is the real program.
 set -euo pipefail
 ROOT=${HW5_APPTAINER_ROOT:-/tmp/hw5-apptainer/rootfs}
-BINDS=${HW5_APPTAINER_BINDS:-/tmp:/home:/work:/srv:/mnt:/scratch}
+BINDS=${HW5_APPTAINER_BINDS:-auto}
+if [ "$BINDS" = auto ]; then
+    # the rootfs brings its own system folders; everything else a path may point into is the host's
+    BINDS=$(for d in /*/; do d=${d%/}; case $d in
+        /bin|/boot|/dev|/etc|/lib|/lib32|/lib64|/libx32|/lost+found|/proc|/run|/sbin|/sys|/usr|/var) ;;
+        *) printf '%s:' "$d" ;; esac; done)
+fi
 if [ "$(id -u)" != 0 ]; then
     saved=$(mktemp "${TMPDIR:-/tmp}/hw5-apptainer-env.XXXXXX")
     env -0 > "$saved"

@@ -31,7 +31,8 @@
 #                                  Debian sid's real apptainer in a root filesystem, entered through
 #                                  slurm/apptainer_shim.sh, installed as /usr/local/bin/apptainer
 #   SLURM_APPTAINER_ROOT [/tmp/hw5-apptainer/rootfs]   that root filesystem (made once, ~20 s)
-#   SLURM_APPTAINER_BINDS [/tmp:/home:/work:/srv:/mnt:/scratch]   host folders visible to apptainer
+#   SLURM_APPTAINER_BINDS [auto]   host folders visible to apptainer (auto: every top-level folder
+#                                  that is not the OS's, as a real node sees them)
 set -euo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
 
@@ -204,7 +205,7 @@ setup_accounting() {
 #     instead of unpacking it on every run.
 apptainer_node() {
   local root=${SLURM_APPTAINER_ROOT:-/tmp/hw5-apptainer/rootfs}
-  local binds=${SLURM_APPTAINER_BINDS:-/tmp:/home:/work:/srv:/mnt:/scratch} uri
+  local binds=${SLURM_APPTAINER_BINDS:-auto} uri
   command -v sudo >/dev/null && command -v mmdebstrap >/dev/null || {
     apt-get update -qq
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends sudo mmdebstrap >/dev/null; }

@@ -123,8 +123,10 @@ def latest_record(results: Path, experiment: str, seed: int) -> dict | None:
 
 
 def job_log(record: dict) -> str:
-    path = Path(record["folder"]) / f"{record['job_id']}_0_log.out"
-    return path.read_text(errors="replace") if path.exists() else ""
+    """A job's stdout then its stderr (where a runtime's own failure, e.g. apptainer's, ends up)."""
+    stem = Path(record["folder"]) / f"{record['job_id']}_0_log"
+    parts = [stem.with_suffix(s) for s in (".out", ".err")]
+    return "".join(p.read_text(errors="replace") for p in parts if p.exists())
 
 
 def metrics(results: Path, experiment: str, seed: int, smoke: bool = True) -> dict | None:

@@ -27,6 +27,13 @@ def build(tmp_path, **overrides):
     return ser.build(config(tmp_path, **overrides), seed=0, data_dir=tmp_path)
 
 
+@pytest.fixture(scope="module", autouse=True)
+def _warm_caches(tmp_path_factory):
+    """The tiny HuBERT and the synthetic corpus are made once per session, by whichever test comes
+    first: make them here, in set-up, so that no test's own time carries them (the fast tier's limit)."""
+    build(tmp_path_factory.mktemp("warm"))
+
+
 def embeddings(model, inputs: dict) -> torch.Tensor:
     with torch.no_grad():
         if "features" in inputs:
