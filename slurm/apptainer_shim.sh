@@ -22,12 +22,6 @@
 set -euo pipefail
 ROOT=${HW5_APPTAINER_ROOT:-/tmp/hw5-apptainer/rootfs}
 BINDS=${HW5_APPTAINER_BINDS:-auto}
-if [ "$BINDS" = auto ]; then
-    # the rootfs brings its own system folders; everything else a path may point into is the host's
-    BINDS=$(for d in /*/; do d=${d%/}; case $d in
-        /bin|/boot|/dev|/etc|/lib|/lib32|/lib64|/libx32|/lost+found|/proc|/run|/sbin|/sys|/usr|/var) ;;
-        *) printf '%s:' "$d" ;; esac; done)
-fi
 if [ "$(id -u)" != 0 ]; then
     saved=$(mktemp "${TMPDIR:-/tmp}/hw5-apptainer-env.XXXXXX")
     env -0 > "$saved"
@@ -35,6 +29,12 @@ if [ "$(id -u)" != 0 ]; then
 fi
 U=${SUDO_UID:-0} G=${SUDO_GID:-0}
 [ -d "$ROOT/usr/bin" ] || { echo "apptainer_shim.sh: no root filesystem at $ROOT (bash slurm/local_cluster.sh start with SLURM_APPTAINER=1)" >&2; exit 1; }
+if [ "$BINDS" = auto ]; then
+    # the rootfs brings its own system folders; everything else a path may point into is the host's
+    BINDS=$(for d in /*/; do d=${d%/}; case $d in
+        /bin|/boot|/dev|/etc|/lib|/lib32|/lib64|/libx32|/lost+found|/proc|/run|/sbin|/sys|/usr|/var) ;;
+        *) printf '%s:' "$d" ;; esac; done)
+fi
 command=(apptainer "$@")
 if [ "$U" != 0 ]; then
     saved=${HW5_SHIM_ENV:?no environment file from the caller}
